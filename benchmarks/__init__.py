@@ -1,0 +1,1 @@
+"""Benchmark scripts: they print tables; speed is never asserted in tests."""

@@ -1,0 +1,246 @@
+"""Evaluation images at GPU speed: decode and resize in worker processes, normalise on the GPU.
+
+Workers decode each file with libjpeg-turbo/libpng (``torchvision.io``) and
+resize it as a uint8 tensor, the same steps as the evaluation transform in
+data/transforms.py (resize the short side by 256/224, centre crop) but without
+PIL and without converting to float on the CPU. Batches of uint8 images (a
+quarter of the bytes of float32) come back in pinned memory;
+:class:`GpuPrefetcher` copies the next batch to the GPU on a side CUDA stream
+and normalises it there while the current batch is being computed.
+
+:class:`GpuDecodePrefetcher` is the alternative for machines whose CPUs cannot
+keep up: workers only read the files, and JPEGs are decoded with nvJPEG and
+resized on the GPU (``torchvision.io.decode_jpeg(device=...)``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+from torchvision.transforms.v2 import functional as F
+
+from utils import UserError
+
+_LOG = logging.getLogger("swin")
+CROP_RATIO = 224 / 256  # the original's evaluation crop: resize to size / CROP_RATIO, then centre crop
+_INTERPOLATION = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.InterpolationMode.BILINEAR,
+                  "random": F.InterpolationMode.BICUBIC}
+
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """A file as a uint8 RGB tensor (3, H, W); formats torchvision cannot decode go through PIL.
+
+    Raises:
+        UserError: neither can read it, naming the file.
+    """
+    try:
+        return decode_image(read_file(path), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        pass
+    try:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)  # 3, H, W
+    except OSError as err:
+        raise UserError(f"image {path} cannot be decoded ({err}): remove or replace it.") from None
+
+
+def resize_for_eval(image: torch.Tensor, size: int, crop: bool = True, interpolation: str = "bicubic") -> torch.Tensor:
+    """Evaluation geometry on a uint8 image (3, H, W) -> (3, size, size).
+
+    ``crop``: short side to ``int(size / CROP_RATIO)`` then a centre crop (TEST.CROP True);
+    else a plain resize to ``size`` x ``size``.
+    """
+    mode = _INTERPOLATION[interpolation]
+    if crop:
+        image = F.resize(image, [int(size / CROP_RATIO)], interpolation=mode, antialias=True)
+        return F.center_crop(image, [size, size])  # 3, size, size
+    return F.resize(image, [size, size], interpolation=mode, antialias=True)  # 3, size, size
+
+
+class UInt8EvalDataset(Dataset):
+    """``(path, label)`` samples -> ``(uint8 image (3, size, size), label)``.
+
+    Args:
+        samples: pairs as in ``ImageFolder.samples``.
+        size: output side.
+        crop: TEST.CROP (see :func:`resize_for_eval`).
+        interpolation: DATA.INTERPOLATION.
+    """
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], size: int, crop: bool = True,
+                 interpolation: str = "bicubic") -> None:
+        if interpolation not in _INTERPOLATION:
+            raise UserError(f"DATA.INTERPOLATION {interpolation!r} is not known: use bicubic or bilinear.")
+        self.samples = list(samples)
+        self.size, self.crop, self.interpolation = size, crop, interpolation
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return resize_for_eval(decode_rgb(path), self.size, self.crop, self.interpolation), label
+
+
+def build_uint8_loader(samples: Sequence[Tuple[str, int]], size: int, batch_size: int, num_workers: int,
+                       crop: bool = True, interpolation: str = "bicubic", prefetch_factor: int = 4) -> DataLoader:
+    """Ordered loader of uint8 batches (B, 3, size, size), pinned when a GPU is present."""
+    dataset = UInt8EvalDataset(samples, size, crop, interpolation)
+    extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=False, **extra)
+
+
+def eval_samples(config) -> List[Tuple[str, int]]:
+    """``(path, label)`` of DATA.DATA_PATH/val; unreadable files handled by DATA.ON_BAD_IMAGE as in data/build.py."""
+    import os
+
+    from data.image_folder import CheckedImageFolder
+
+    return CheckedImageFolder(os.path.join(config.DATA.DATA_PATH, "val"), None, config.DATA.ON_BAD_IMAGE).samples
+
+
+def build_fast_eval_loader(config, batch_size: Optional[int] = None, num_workers: Optional[int] = None) -> DataLoader:
+    """The validation split of ``config`` (DATA.DATA_PATH/val) as a uint8 loader."""
+    return build_uint8_loader(eval_samples(config), config.DATA.IMG_SIZE, batch_size or config.DATA.BATCH_SIZE,
+                              config.DATA.NUM_WORKERS if num_workers is None else num_workers,
+                              config.TEST.CROP, config.DATA.INTERPOLATION)
+
+
+class GpuPrefetcher:
+    """Iterate a uint8 loader as normalised batches on ``device``, one batch ahead.
+
+    Batch i+1 is copied (from pinned memory, ``non_blocking``) and normalised on a
+    side stream while the caller computes on batch i; the caller's stream waits
+    on an event before it sees a batch. On the CPU the same arithmetic runs inline.
+
+    Args:
+        loader: yields ``(uint8 images (B, 3, H, W), labels (B,))``.
+        device: where the images go.
+        mean, std: per-channel normalisation in [0, 1] units (DATA.MEAN, DATA.STD).
+        dtype: dtype of the yielded images (the engine's or model's input dtype).
+    """
+
+    def __init__(self, loader: DataLoader, device: torch.device, mean: Sequence[float], std: Sequence[float],
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.loader, self.device, self.dtype = loader, torch.device(device), dtype
+        self.scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=self.device).view(1, 3, 1, 1)  # 1, 3, 1, 1
+        self.shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=self.device).view(1, 3, 1, 1)  # 1, 3, 1, 1
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, images.to(self.device, non_blocking=True), self.scale).to(self.dtype)
+
+    def _prepare(self, batch) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One loader batch -> (normalised images on the device, labels); runs on the side stream."""
+        images, target = batch
+        return self._normalise(images), target
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        if self.device.type != "cuda":
+            for batch in self.loader:
+                yield self._prepare(batch)
+            return
+        side = torch.cuda.Stream(self.device)
+        batches = iter(self.loader)
+
+        def start_next() -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.cuda.Event]]:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return None
+            with torch.cuda.stream(side):
+                images, target = self._prepare(batch)
+                ready = torch.cuda.Event()
+                ready.record(side)
+            return images, target, ready
+
+        pending = start_next()
+        while pending is not None:
+            images, target, ready = pending
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(ready)
+            images.record_stream(current)
+            pending = start_next()
+            yield images, target
+
+
+def sample_list(root: str) -> List[Tuple[str, int]]:
+    """``(path, label)`` pairs of an ImageFolder tree, without opening the images."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    _, class_to_idx = find_classes(root)
+    return make_dataset(root, class_to_idx, extensions=IMG_EXTENSIONS)
+
+
+class EncodedDataset(Dataset):
+    """``(path, label)`` samples -> ``(file bytes as a uint8 tensor, label)``: the workers only read."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]]) -> None:
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int, str]:
+        path, label = self.samples[index]
+        return read_file(path), label, path
+
+
+def _collate_encoded(batch: List[Tuple[torch.Tensor, int, str]]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
+    # one tensor per batch: hundreds of small shared tensors would exhaust the workers' file descriptors
+    lengths = torch.tensor([len(b[0]) for b in batch])
+    return torch.cat([b[0] for b in batch]), lengths, torch.tensor([b[1] for b in batch]), [b[2] for b in batch]
+
+
+def build_encoded_loader(samples: Sequence[Tuple[str, int]], batch_size: int, num_workers: int,
+                         prefetch_factor: int = 4) -> DataLoader:
+    """Ordered loader of ``(concatenated file bytes, byte lengths, labels, paths)`` for :class:`GpuDecodePrefetcher`."""
+    extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
+    return DataLoader(EncodedDataset(samples), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=_collate_encoded, **extra)
+
+
+class GpuDecodePrefetcher(GpuPrefetcher):
+    """Like :class:`GpuPrefetcher`, but JPEG decoding and resizing run on the GPU (nvJPEG), one batch ahead.
+
+    Files nvJPEG cannot decode (PNG, CMYK JPEG...) are decoded on the CPU instead. Resizing is done in
+    float on the GPU and clamped to [0, 255], which differs from the uint8 CPU path by rounding only.
+
+    Args:
+        loader: from :func:`build_encoded_loader`.
+        device: a CUDA device.
+        size, crop, interpolation: evaluation geometry (see :func:`resize_for_eval`).
+        mean, std, dtype: as for :class:`GpuPrefetcher`.
+    """
+
+    def __init__(self, loader: DataLoader, device: torch.device, size: int, crop: bool, interpolation: str,
+                 mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(loader, device, mean, std, dtype)
+        self.size, self.crop, self.interpolation = size, crop, interpolation
+
+    def _prepare(self, batch) -> Tuple[torch.Tensor, torch.Tensor]:
+        data, lengths, target, paths = batch
+        encoded = list(torch.split(data, lengths.tolist()))  # one 1-D uint8 tensor per file
+        try:
+            images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:  # a file nvJPEG does not take: one by one, falling back to the CPU
+            images = []
+            for data, path in zip(encoded, paths):
+                try:
+                    images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
+                except RuntimeError:
+                    images.append(decode_rgb(path).to(self.device, non_blocking=True))
+        batch_out = torch.empty((len(images), 3, self.size, self.size), device=self.device)  # B, 3, size, size
+        for i, image in enumerate(images):
+            batch_out[i] = resize_for_eval(image.float(), self.size, self.crop, self.interpolation).clamp_(0, 255)
+        return torch.addcmul(self.shift, batch_out, self.scale).to(self.dtype), target

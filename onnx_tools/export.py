@@ -1,0 +1,152 @@
+"""PyTorch → ONNX with the TorchScript exporter (static shapes except, optionally, the batch).
+
+:func:`export_onnx` writes the raw graph; :func:`export_checked` is the whole
+step that export.py (and the Q/DQ export of the quantization flow) runs:
+export, :func:`~onnx_tools.graph.lean_graph`, then :func:`save_checked`:
+optional FP16 conversion, the checks of :mod:`onnx_tools.verify`, and only
+then the file under its name. ``save_checked`` alone turns an FP32 graph
+already in hand into a checked FP16 file without exporting again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+import onnx
+import torch
+import torch.nn as nn
+from yacs.config import CfgNode
+
+from onnx_tools.graph import io_dims, lean_graph, op_histogram, shape_op_count
+from utils import UserError, atomic_path, require_parent_dir
+
+_LOG = logging.getLogger("swin")
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+PRECISIONS = ("fp32", "fp16")
+
+
+def export_onnx(model: nn.Module, path: str, img_size: int, batch_size: int = 1, dynamic_batch: bool = False,
+                opset: int = 20, in_chans: int = 3) -> onnx.ModelProto:
+    """Export ``model`` (in eval mode, on CPU) to ``path`` atomically and return the loaded graph.
+
+    Args:
+        model: the classifier; exported on the CPU in float32.
+        path: destination .onnx file (its folder must exist).
+        img_size: square input side.
+        batch_size: batch of the graph (the example batch with ``dynamic_batch``).
+        dynamic_batch: make the batch dimension symbolic (``batch``); all others stay static.
+        opset: ONNX opset; >= 17 keeps LayerNormalization one op.
+    """
+    if opset < 17:
+        raise UserError(f"opset {opset} is too old: use 17 or later so LayerNorm exports as one LayerNormalization op.")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UserError(f"output folder {os.path.dirname(os.path.abspath(path))} does not exist: create it or choose another --output.")
+    model = model.eval().float().cpu()
+    example = torch.randn(batch_size, in_chans, img_size, img_size)
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(model, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+        graph = onnx.load(tmp)
+    _LOG.debug("exported %s (opset %d, batch %s)", path, opset, "dynamic" if dynamic_batch else batch_size)
+    return graph
+
+
+def default_onnx_path(config: CfgNode, precision: str = "fp32", folder: str = "weights") -> str:
+    """``weights/<MODEL.NAME>.onnx``, or ``weights/<MODEL.NAME>_fp16.onnx`` for FP16."""
+    suffix = "" if precision == "fp32" else f"_{precision}"
+    return os.path.join(folder, f"{config.MODEL.NAME}{suffix}.onnx")
+
+
+def export_checked(model: nn.Module, path: str, input_shape: Tuple[int, int, int], batch_size: int = 1,
+                   dynamic_batch: bool = False, opset: int = 20, precision: str = "fp32",
+                   keep_fp32_ops: Sequence[str] = (), tolerance: Optional[float] = None,
+                   val_loader: Optional[Iterable] = None, min_top1_agreement: Optional[float] = None) -> Dict[str, Any]:
+    """Export ``model`` to ``path``, lean and checked; the file appears only if every check passes.
+
+    Args:
+        model: the classifier (a ModelOpt-quantized one exports as Q/DQ).
+        path: destination .onnx file; its folder must exist.
+        input_shape: (C, H, W) of one image.
+        batch_size: batch of the graph (the example batch with ``dynamic_batch``).
+        dynamic_batch: symbolic batch dimension, every other dimension static.
+        opset: ONNX opset (>= 17).
+        precision, keep_fp32_ops, tolerance, val_loader, min_top1_agreement: see :func:`save_checked`.
+
+    Returns:
+        the report of :func:`save_checked`, with the export time added.
+
+    Raises:
+        UserError: unknown precision, old opset, missing output folder.
+        onnx_tools.verify.ExportCheckError: the graph failed a check (nothing is written).
+    """
+    check_precision(precision)
+    require_parent_dir(path)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=os.path.dirname(os.path.abspath(path))) as folder:
+        graph = lean_graph(export_onnx(model, os.path.join(folder, "raw.onnx"), img_size=input_shape[1],
+                                       batch_size=batch_size, dynamic_batch=dynamic_batch, opset=opset,
+                                       in_chans=input_shape[0]))
+    exported = time.perf_counter() - start
+    report = save_checked(graph, path, model, input_shape, precision, keep_fp32_ops, tolerance, val_loader,
+                          min_top1_agreement)
+    report["seconds"] = {"export": exported, **report["seconds"]}
+    return report
+
+
+def check_precision(precision: str) -> None:
+    """Raise a :class:`UserError` for a precision other than those of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision {precision!r} is not known: use one of {', '.join(PRECISIONS)}.")
+
+
+def save_checked(graph: onnx.ModelProto, path: str, model: nn.Module, input_shape: Tuple[int, int, int],
+                 precision: str = "fp32", keep_fp32_ops: Sequence[str] = (), tolerance: Optional[float] = None,
+                 val_loader: Optional[Iterable] = None, min_top1_agreement: Optional[float] = None) -> Dict[str, Any]:
+    """Write an exported FP32 graph (converted to FP16 first for ``precision="fp16"``) to ``path`` once it passes the checks.
+
+    Args:
+        graph: the lean FP32 graph of ``model`` (not modified).
+        path: destination .onnx file; its folder must exist.
+        model: the PyTorch model the graph came from, the reference of the checks.
+        input_shape: (C, H, W) of one image.
+        precision: ``fp32``, or ``fp16`` for the mixed-precision conversion (FP32 inputs and outputs).
+        keep_fp32_ops: op types left in FP32 by the FP16 conversion.
+        tolerance: largest relative difference to PyTorch; by default 1e-4 (FP32) or 1e-2 (FP16).
+        val_loader: labelled images for the top-1 agreement check, or None.
+        min_top1_agreement: smallest top-1 agreement over ``val_loader`` (default 0.99).
+
+    Returns:
+        report dict: path, precision, opset, nodes, shape_ops, ops (count per op type), io (dims),
+        checks (``random`` and ``val`` comparisons of :func:`onnx_tools.verify.verify_onnx`), seconds per stage.
+
+    Raises:
+        onnx_tools.verify.ExportCheckError: the graph failed a check (nothing is written).
+    """
+    from onnx_tools.verify import MIN_TOP1_AGREEMENT, TOLERANCE, verify_onnx
+
+    check_precision(precision)
+    require_parent_dir(path)
+    tolerance = TOLERANCE[precision] if tolerance is None else tolerance
+    min_top1_agreement = MIN_TOP1_AGREEMENT if min_top1_agreement is None else min_top1_agreement
+    seconds: Dict[str, float] = {}
+    if precision == "fp16":
+        from onnx_tools.fp16 import convert_to_fp16
+
+        start = time.perf_counter()
+        graph = convert_to_fp16(graph, keep_fp32_ops)
+        seconds["fp16"] = time.perf_counter() - start
+    with atomic_path(path) as tmp:
+        onnx.save(graph, tmp)
+        start = time.perf_counter()
+        checks = verify_onnx(tmp, model, input_shape, tolerance, val_loader, min_top1_agreement, label=path)
+        seconds["check"] = time.perf_counter() - start
+    _LOG.info("wrote %s (%s, %d nodes)", path, precision, len(graph.graph.node))
+    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"path": path, "precision": precision, "opset": opset, "nodes": len(graph.graph.node),
+            "shape_ops": shape_op_count(graph), "ops": op_histogram(graph), "io": io_dims(graph),
+            "checks": checks, "seconds": seconds}

@@ -1,0 +1,147 @@
+"""The deployment report: accuracy per precision and backend, throughput per batch size, and a plot.
+
+    python report.py --results results
+
+Reads what the pipeline's steps wrote under ``--results``:
+``accuracy/<backend>_<precision>.json`` (the metrics every evaluating script
+writes with ``--output-json``; a ``{"status": "not run: ..."}`` file for a
+step that could not run here) and ``benchmark.json`` (trt/benchmark.py).
+Writes ``report.md``, ``report.json`` and ``accuracy_vs_speed.png`` there.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from typing import Dict, List, Optional
+
+from utils import UserError, atomic_path, run_main, write_json
+
+BACKEND_ORDER = ["pytorch", "onnxrt", "tensorrt"]
+PRECISION_ORDER = ["fp32", "amp", "fp16", "int8", "fp8"]
+BACKEND_NAMES = {"pytorch": "PyTorch", "onnxrt": "ONNX Runtime", "tensorrt": "TensorRT"}
+
+
+def _order(row: Dict) -> tuple:
+    b, p = row["backend"], row["precision"]
+    return (BACKEND_ORDER.index(b) if b in BACKEND_ORDER else 99, PRECISION_ORDER.index(p) if p in PRECISION_ORDER else 99)
+
+
+def load_accuracy(results: str) -> List[Dict]:
+    """One row per ``accuracy/<backend>_<precision>.json``."""
+    rows = []
+    for path in glob.glob(os.path.join(results, "accuracy", "*.json")):
+        backend, _, precision = os.path.basename(path)[:-len(".json")].partition("_")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        rows.append({"backend": backend, "precision": precision, **data})
+    return sorted(rows, key=_order)
+
+
+def load_benchmark(results: str) -> Optional[Dict]:
+    path = os.path.join(results, "benchmark.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def accuracy_table(rows: List[Dict]) -> str:
+    lines = ["| backend | precision | Acc@1 | Acc@5 | loss | images | images/s (end to end) | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "acc1" in r:
+            lines.append(f"| {BACKEND_NAMES.get(r['backend'], r['backend'])} | {r['precision'].upper()} | {r['acc1']:.3f} | "
+                         f"{r['acc5']:.3f} | {r['loss']:.4f} | {r['images']} | {r['images_per_s']:.1f} | {r.get('note', '')} |")
+        else:
+            lines.append(f"| {BACKEND_NAMES.get(r['backend'], r['backend'])} | {r['precision'].upper()} | – | – | – | – | – | "
+                         f"{r.get('status', 'not run')} |")
+    return "\n".join(lines)
+
+
+def throughput_table(bench: Optional[Dict]) -> str:
+    """Rows: batch sizes; columns: backend/precision, images/s (as trt/benchmark.py measured them)."""
+    if not bench or not bench.get("rows"):
+        return "_no benchmark results_"
+    rows = bench["rows"]
+    columns = []
+    for r in rows:
+        if r["column"] not in columns:
+            columns.append(r["column"])
+    batches = sorted({r["batch"] for r in rows})
+    cell = {(r["batch"], r["column"]): r for r in rows}
+    lines = ["| batch | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for b in batches:
+        vals = []
+        for c in columns:
+            r = cell.get((b, c))
+            vals.append("–" if r is None else (f"{r['images_per_s']:.1f}" if r.get("images_per_s") else r.get("status", "–")))
+        lines.append(f"| {b} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: List[Dict], bench: Optional[Dict], path: str) -> None:
+    """Acc@1 against images/s, one point per backend and precision (speed from the benchmark's best batch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = {}
+    for r in (bench or {}).get("rows", []):
+        if r.get("images_per_s"):
+            key = (r.get("backend"), r.get("precision"))
+            best[key] = max(best.get(key, 0.0), r["images_per_s"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for r in rows:
+        if "acc1" not in r:
+            continue
+        speed = best.get((r["backend"], r["precision"]), r["images_per_s"])
+        ax.scatter(speed, r["acc1"], s=40)
+        ax.annotate(f"{BACKEND_NAMES.get(r['backend'], r['backend'])} {r['precision'].upper()}", (speed, r["acc1"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("images/s (best batch of the benchmark; end-to-end eval where not benchmarked)")
+    ax.set_ylabel("Acc@1 (%)")
+    ax.set_title((bench or {}).get("title", "accuracy against speed"), fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_report(results: str, title: str = "") -> Dict:
+    if not os.path.isdir(results):
+        raise UserError(f"results folder {results} does not exist: run the pipeline first.")
+    rows = load_accuracy(results)
+    bench = load_benchmark(results)
+    md = [f"# {title or 'Deployment report'}", "", "## Accuracy", "", accuracy_table(rows), "",
+          "## Throughput (images/s)", "", throughput_table(bench), ""]
+    if bench and bench.get("machine"):
+        md += [f"Measured on: {bench['machine']}", ""]
+    if bench and bench.get("trtexec"):
+        md += ["trtexec command lines for the engines:", "", "```"] + bench["trtexec"] + ["```", ""]
+    md += ["![Acc@1 against images/s](accuracy_vs_speed.png)", ""]
+    with atomic_path(os.path.join(results, "report.md")) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(md))
+    report = {"accuracy": rows, "throughput": bench}
+    write_json(os.path.join(results, "report.json"), report)
+    plot(rows, bench, os.path.join(results, "accuracy_vs_speed.png"))
+    return report
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", default="results", help="folder the pipeline wrote its metrics to")
+    p.add_argument("--title", default="", help="report heading")
+    args = p.parse_args()
+    write_report(args.results, args.title)
+    with open(os.path.join(args.results, "report.md"), encoding="utf-8") as f:
+        print(f.read())
+
+
+if __name__ == "__main__":
+    run_main(main)

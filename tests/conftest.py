@@ -1,0 +1,230 @@
+"""Session fixtures shared by the test modules: the digits dataset and a trained micro model.
+
+Expensive artifacts are made once per session under pytest's temporary
+folder, by the project's own commands (``python -m data.make_digits``,
+``main.py``), so the tests exercise the same path a user does.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO_CFG = str(REPO / "configs" / "swin_micro_digits.yaml")
+TINY_CFG = str(REPO / "configs" / "swin_tiny_patch4_window7_224.yaml")
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def run_cmd(args, check: bool = True, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a project command with this interpreter from the repo root; output captured as text."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """The embedded digits dataset written by ``python -m data.make_digits``."""
+    out = tmp_path_factory.mktemp("data") / "digits"
+    run_cmd(["-m", "data.make_digits", "--output", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_micro(digits_dir, tmp_path_factory) -> dict:
+    """The micro model trained by ``main.py`` on the digits data, with its evaluation metrics.
+
+    Returns ``{"checkpoint": Path, "metrics": dict, "output": Path, "data": Path}``.
+    """
+    import json
+
+    out = tmp_path_factory.mktemp("train")
+    metrics = out / "metrics.json"
+    run_cmd(["main.py", "--cfg", MICRO_CFG, "--data-path", str(digits_dir), "--output", str(out),
+             "--output-json", str(metrics)])
+    ckpt = out / "swin_micro_digits" / "default" / "ckpt_final.pth"
+    return {"checkpoint": ckpt, "metrics": json.loads(metrics.read_text()), "output": out, "data": digits_dir}
+
+
+# --- ONNX export (issue 3) -------------------------------------------------------------------------------------------
+
+def build_with_trt_rtx(onnx_path) -> bytes:
+    """Build ``onnx_path`` into a serialized engine with the TensorRT-RTX builder (CPU-only AOT, strongly typed).
+
+    Goes through trt/build_engine.py with the mode the graph itself asks for (its Q/DQ format, else
+    fp16 or fp32); a symbolic batch gets a profile of 1..4. A parser error or failed build fails the test.
+    """
+    import tempfile
+
+    import onnx
+
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
+    from trt.build_engine import build_engine
+    from trt.onnx_precision import graph_mode, graph_precision
+    from utils import UserError
+
+    precision = graph_precision(onnx.load(str(onnx_path), load_external_data=False))
+    profile = {} if precision.batch else {"min_batch": 1, "opt_batch": 2, "max_batch": 4}
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = os.path.join(tmp, "model.engine")
+        try:
+            build_engine(str(onnx_path), engine, graph_mode(precision), backend="tensorrt_rtx", **profile)
+        except UserError as err:
+            pytest.fail(f"TensorRT-RTX could not build {onnx_path}: {err}")
+        return Path(engine).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def micro_onnx(trained_micro, tmp_path_factory) -> dict:
+    """The trained micro model exported by ``export.py`` in FP32 and FP16 (dynamic batch), checked on digits val.
+
+    Returns ``{"fp32": Path, "fp16": Path, "reports": {precision: export report}, "data": Path}``.
+    """
+    import json
+
+    out = tmp_path_factory.mktemp("onnx_micro")
+    files, reports = {}, {}
+    for precision in ("fp32", "fp16"):
+        files[precision] = out / f"swin_micro_digits_{precision}.onnx"
+        report = out / f"export_{precision}.json"
+        run_cmd(["export.py", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]), "--dynamic-batch",
+                 "--precision", precision, "--output", str(files[precision]), "--eval",
+                 "--data-path", str(trained_micro["data"]), "--output-json", str(report)])
+        reports[precision] = json.loads(report.read_text())
+    return {**files, "reports": reports, "data": trained_micro["data"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> dict:
+    """Swin-T (random weights, 224) exported in-process with dynamic batch, FP32 and FP16, each checked.
+
+    Returns ``{"fp32": Path, "fp16": Path, "reports": {precision: export report}}``.
+    """
+    import onnx
+    import torch
+
+    from config import get_config
+    from models import build_model
+    from onnx_tools.export import export_checked, save_checked
+    from onnx_tools.runtime import config_input_shape
+
+    torch.manual_seed(0)
+    config = get_config(TINY_CFG)
+    model = build_model(config).eval()
+    out = tmp_path_factory.mktemp("onnx_tiny")
+    files = {"fp32": out / "swin_tiny.onnx", "fp16": out / "swin_tiny_fp16.onnx"}
+    shape = config_input_shape(config)
+    reports = {"fp32": export_checked(model, str(files["fp32"]), shape, batch_size=1, dynamic_batch=True,
+                                      opset=config.ONNX.OPSET)}
+    # the FP16 file from the FP32 graph, as export.py --precision fp16 does, without exporting twice
+    reports["fp16"] = save_checked(onnx.load(str(files["fp32"])), str(files["fp16"]), model, shape, "fp16",
+                                   config.ONNX.FP16_KEEP_FP32_OPS)
+    return {**files, "reports": reports}
+
+
+# --- TensorRT engines (issue 5) --------------------------------------------------------------------------------------
+
+
+def trt_runtime_reason() -> str | None:
+    """Why TensorRT engines cannot run here (None when they might): no GPU, or no TensorRT-family module."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here: running a TensorRT engine needs one (TensorRT-RTX builds on the CPU but cannot run)"
+    if not any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")):
+        return "no TensorRT Python module installed"
+    return None
+
+
+def load_engine_or_skip(path, **kwargs):
+    """``TRTEngine(path)``, skipping the test with the reason when this machine cannot run engines."""
+    reason = trt_runtime_reason()
+    if reason:
+        pytest.skip(reason)
+    from trt.engine import TRTEngine
+    from utils import UserError
+
+    try:
+        return TRTEngine(str(path), **kwargs)
+    except UserError as err:  # e.g. TensorRT-RTX on a GPU it does not support
+        pytest.skip(f"this machine's TensorRT runtime cannot load the engine: {err}")
+
+
+@pytest.fixture(scope="session")
+def micro_int8_onnx(trained_micro, tmp_path_factory) -> Path:
+    """The trained micro model calibrated (max) on 4 training batches and exported by quant/ as INT8 Q/DQ, dynamic batch."""
+    import torch
+
+    from config import get_config
+    from models import build_model, load_weights
+    from quant.calibrate import build_calib_loader, calibrate
+    from quant.export import export_quantized
+
+    config = get_config(MICRO_CFG, DATA__DATA_PATH=str(trained_micro["data"]))
+    model = build_model(config)
+    load_weights(model, str(trained_micro["checkpoint"]))
+    calibrate(model, build_calib_loader(config, 4, 32), config, torch.device("cpu"))
+    path = tmp_path_factory.mktemp("int8_micro") / "swin_micro_digits_int8.onnx"
+    export_quantized(model, str(path), config, "int8", dynamic_batch=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_onnx(tmp_path_factory) -> Path:
+    """Swin-T (random weights) calibrated (max) on 2 random images and exported by quant/ as INT8 Q/DQ, dynamic batch."""
+    import torch
+
+    from config import get_config
+    from models import build_model
+    from quant.calibrate import calibrate
+    from quant.export import export_quantized
+
+    config = get_config(TINY_CFG)
+    torch.manual_seed(0)
+    model = build_model(config)
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    calibrate(model, [(images, torch.zeros(2, dtype=torch.long))], config, torch.device("cpu"))
+    path = tmp_path_factory.mktemp("int8_tiny") / "swin_tiny_int8.onnx"
+    export_quantized(model, str(path), config, "int8", dynamic_batch=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_engines(micro_onnx, micro_int8_onnx, tmp_path_factory) -> dict:
+    """FP32, FP16 (converted by trt/build_engine.py from the FP32 graph) and INT8 engines of the trained micro model.
+
+    Built by ``trt/build_engine.py`` (in-process) with the default backend, profile 1..64 (opt 32).
+    Returns ``{"fp32": Path, "fp16": Path, "int8": Path, "fp16_onnx": Path, "onnx": {...}, "data": Path}``.
+    """
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
+    from trt.build_engine import build_engine
+
+    out = tmp_path_factory.mktemp("engines_micro")
+    sources = {"fp32": micro_onnx["fp32"], "fp16": micro_onnx["fp32"], "int8": micro_int8_onnx}
+    engines = {}
+    for mode, onnx_file in sources.items():
+        engines[mode] = out / f"swin_micro_digits_{mode}.engine"
+        build_engine(str(onnx_file), str(engines[mode]), mode, min_batch=1, opt_batch=32, max_batch=64,
+                     save_fp16_onnx=str(out / "swin_micro_digits_fp16_converted.onnx") if mode == "fp16" else None)
+    return {**engines, "fp16_onnx": out / "swin_micro_digits_fp16_converted.onnx", "onnx": sources,
+            "data": micro_onnx["data"]}
+
+
+@pytest.fixture(scope="session")
+def trt_rtx_backend():
+    """The TensorRT-RTX module (skips without the wheels): builds and parses on the CPU."""
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
+    from trt.backend import load_backend
+
+    return load_backend("tensorrt_rtx")

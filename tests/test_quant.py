@@ -1,0 +1,331 @@
+"""swin_quant_flow.py and quant/: placement, calibration, QAT, checkpoints, Q/DQ export (ModelOpt)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import MICRO_CFG, TINY_CFG, build_with_trt_rtx, run_cmd
+from config import get_config
+from models import build_model, load_weights
+from models.swin_transformer import SwinTransformerBlock, WindowAttention
+from onnx_tools.export import export_onnx
+from onnx_tools.graph import lean_graph, op_histogram
+from onnx_tools.runtime import OrtPredictor
+from quant.calibrate import amax_state, build_calib_loader, calibrate
+from quant.checkpoint import load_quant_checkpoint, save_quant_checkpoint
+from quant.export import export_quantized, qdq_coverage
+from quant.finetune import QATFineTuner
+from quant.placement import PLACEMENT, enabled_sites
+from quant.quantize import enabled_quantizers
+from utils import UserError, load_checkpoint_file
+
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def random_batches(config, count: int = 2, batch: int = 8, seed: int = 0) -> DataLoader:
+    """``count`` seeded batches of random images and labels of the config's sizes, in a fixed order."""
+    g = torch.Generator().manual_seed(seed)
+    size = config.DATA.IMG_SIZE
+    images = torch.randn(count * batch, 3, size, size, generator=g)
+    labels = torch.randint(0, config.MODEL.NUM_CLASSES, (count * batch,), generator=g)
+    return DataLoader(TensorDataset(images, labels), batch_size=batch, shuffle=False)
+
+
+def quantized_micro(opts=(), seed: int = 0) -> tuple:
+    """Micro model with random weights, quantized and calibrated on random images, on the CPU."""
+    config = get_config(MICRO_CFG, list(opts))
+    torch.manual_seed(seed)
+    model = build_model(config)
+    calibrate(model, random_batches(config), config, torch.device("cpu"))
+    return config, model
+
+
+def gemm_and_add_sites(model: nn.Module) -> tuple:
+    """(Linear layers + 2 per WindowAttention, 2 residual adds per block) of a plain model: the structure to count against."""
+    linears = sum(isinstance(m, nn.Linear) for m in model.modules())
+    attentions = sum(isinstance(m, WindowAttention) for m in model.modules())
+    blocks = sum(isinstance(m, SwinTransformerBlock) for m in model.modules())
+    return linears + 2 * attentions, 2 * blocks
+
+
+@pytest.fixture(scope="session")
+def quant_flow(trained_micro, tmp_path_factory) -> dict:
+    """swin_quant_flow.py --quantize on the trained micro model: calibrate, 1 QAT epoch, INT8 export checked on val."""
+    out = tmp_path_factory.mktemp("quant_flow")
+    report = out / "flow.json"
+    run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]), "--quantize",
+             "--data-path", str(trained_micro["data"]), "--num-finetune-epochs", "1", "--dynamic-batch",
+             "--check-onnx", "--output", str(out), "--output-json", str(report)], timeout=1800)
+    result = json.loads(report.read_text())
+    result["stages"] = {row["stage"]: row for row in result["rows"]}
+    return {**result, "out": out, "data": trained_micro["data"]}
+
+
+def test_placement_rows_switch_off_by_name_or_group():
+    names = [s.name for s in PLACEMENT]
+    assert len(names) == len(set(names))
+    default = {s.name for s in enabled_sites()}
+    assert "patch_embed.input" not in default and "qkv.weight" in default
+    without_qkv = {s.name for s in enabled_sites(["qkv", "head.input"])}
+    assert without_qkv == default - {"qkv.input", "qkv.weight", "head.input"}
+    with pytest.raises(UserError, match="not rows of the placement table"):
+        enabled_sites(["qkv.bias"])
+
+
+def test_quantizers_sit_where_the_placement_table_says():
+    config, model = quantized_micro()
+    names = enabled_quantizers(model)
+    blocks = sum(isinstance(m, SwinTransformerBlock) for m in model.modules())
+    for suffix in ("attn.qkv.input_quantizer", "attn.qkv.weight_quantizer", "attn.q_bmm_quantizer",
+                   "attn.k_bmm_quantizer", "attn.attn_bmm_quantizer", "attn.v_bmm_quantizer",
+                   "attn.proj.weight_quantizer", "mlp.fc1.input_quantizer", "mlp.fc2.weight_quantizer",
+                   "attn_residual_quantizer", "mlp_residual_quantizer"):
+        assert sum(n.endswith(suffix) for n in names) == blocks, suffix
+    assert "head.input_quantizer" in names and "head.weight_quantizer" in names
+    assert not any(n.startswith("patch_embed") for n in names)
+    assert all(m._amax.numel() > 1 for n, m in model.named_modules() if n.endswith("weight_quantizer") and n in names), \
+        "INT8 weights are quantized per output channel"
+    _, partial = quantized_micro(["QUANT.DISABLED", "['attn_residual', 'mlp_residual', 'head']"])
+    off = set(names) - set(enabled_quantizers(partial))
+    assert off == {n for n in names if "residual" in n or n.startswith("head.")}
+
+
+def test_percentile_and_histogram_ranges_are_within_the_max_range():
+    _, by_max = quantized_micro()
+    maxima = amax_state(by_max)
+    # entropy costs seconds per quantizer on a CPU: calibrate the head's two quantizers only
+    only_head = str([g for g in {s.group for s in PLACEMENT} if g != "head"])
+    for opts in (["QUANT.CALIB_METHOD", "percentile"], ["QUANT.CALIB_METHOD", "histogram", "QUANT.DISABLED", only_head]):
+        _, model = quantized_micro(opts)
+        amax = amax_state(model)
+        assert amax.keys() <= maxima.keys() and amax, opts
+        acts = [n for n in amax if not n.endswith("weight_quantizer")]
+        assert all(amax[n].item() <= maxima[n].item() * (1 + 1e-6) for n in acts), opts
+        assert any(amax[n].item() < maxima[n].item() for n in acts), f"{opts} clipped nothing"
+        for n in amax:
+            if n.endswith("weight_quantizer"):
+                assert torch.equal(amax[n], maxima[n]), "weights always take their max"
+
+
+def test_quantized_checkpoint_restores_the_same_model(tmp_path):
+    config, model = quantized_micro()
+    path = tmp_path / "q.pth"
+    save_quant_checkpoint(str(path), model, {"format": "int8", "calib_method": "max"}, config_dump=config.dump())
+    assert not list(tmp_path.glob("*.tmp"))
+    load_checkpoint_file(str(path))  # weights_only=True
+    restored = build_model(config)
+    checkpoint = load_quant_checkpoint(restored, str(path))
+    assert checkpoint["epoch"] == -1 and checkpoint["quant"]["format"] == "int8"
+    images = next(iter(random_batches(config, 1, seed=1)))[0]
+    model.eval(), restored.eval()
+    with torch.no_grad():
+        assert torch.equal(model(images), restored(images))
+    assert enabled_quantizers(restored) == enabled_quantizers(model)
+
+
+class Interrupted(Exception):
+    """Stands for a run killed right after a checkpoint was written."""
+
+
+def test_qat_resumed_from_its_checkpoint_matches_an_uninterrupted_run(tmp_path):
+    config, start = quantized_micro()
+    path = tmp_path / "start.pth"
+    save_quant_checkpoint(str(path), start, {"format": "int8", "calib_method": "max"})
+    data = random_batches(config, 2, seed=2)
+    device = torch.device("cpu")
+
+    def fresh():
+        model = build_model(config)
+        load_quant_checkpoint(model, str(path))
+        return model
+
+    straight = fresh()
+    QATFineTuner(straight, straight, data, config, device, 1, epochs=2).run()
+    first = fresh()
+    tuner = QATFineTuner(first, first, data, config, device, 1, epochs=2)
+
+    def save_then_stop(epoch: int, stats: dict) -> None:
+        save_quant_checkpoint(str(tmp_path / "qat.pth"), first, {"format": "int8"}, epoch, tuner.state_dict())
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        tuner.run(0, on_epoch_end=save_then_stop)
+    resumed = build_model(config)
+    checkpoint = load_quant_checkpoint(resumed, str(tmp_path / "qat.pth"))
+    tuner = QATFineTuner(resumed, resumed, data, config, device, 1, epochs=2)
+    tuner.load_state_dict(checkpoint)
+    tuner.run(checkpoint["epoch"] + 1)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert any(not torch.equal(a, b) for a, b in zip(straight.state_dict().values(), start.state_dict().values()))
+
+
+def test_ptq_and_qat_stay_close_to_fp32_on_digits(quant_flow):
+    stages = quant_flow["stages"]
+    fp32, ptq, qat = stages["fp32"]["acc1"], stages["ptq"]["acc1"], stages["qat"]["acc1"]
+    assert fp32 >= 95.0, stages
+    assert ptq >= fp32 - 1.0, stages
+    assert qat >= fp32 - 0.5, stages
+    for kind in ("ptq", "qat", "onnx"):
+        assert Path(quant_flow["files"][kind]).is_file()
+
+
+def test_int8_onnx_agrees_with_fake_quant_model_in_onnx_runtime(quant_flow):
+    val = quant_flow["onnx"]["checks"]["val"]
+    assert val["images"] == 360
+    assert val["torch_acc1"] == pytest.approx(quant_flow["stages"]["qat"]["acc1"])
+    assert abs(val["onnx_acc1"] - val["torch_acc1"]) <= 0.3, val
+    assert val["top1_agreement"] >= 0.99, val
+    qdq = quant_flow["onnx"]["qdq"]
+    model = build_model(get_config(MICRO_CFG))
+    gemms, adds = gemm_and_add_sites(model)
+    assert qdq["gemms"] == qdq["gemms_quantized"] == gemms
+    assert qdq["adds_quantized"] == adds
+
+
+def test_eval_onnxrt_evaluates_the_int8_file(quant_flow, tmp_path):
+    out = tmp_path / "ort.json"
+    run_cmd(["trt/eval_onnxrt.py", "--cfg", MICRO_CFG, "--resume", quant_flow["files"]["onnx"],
+             "--data-path", str(quant_flow["data"]), "--batch-size", "64", "--output-json", str(out)])
+    metrics = json.loads(out.read_text())
+    assert metrics["images"] == 360
+    assert metrics["acc1"] == pytest.approx(quant_flow["onnx"]["checks"]["val"]["onnx_acc1"])
+
+
+def test_int8_onnx_builds_with_tensorrt_rtx(quant_flow):
+    assert len(build_with_trt_rtx(quant_flow["files"]["onnx"])) > 0
+
+
+def test_resume_from_quantized_checkpoint_reevaluates_and_exports_fixed_batch(quant_flow, tmp_path):
+    report = tmp_path / "resume.json"
+    run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", quant_flow["files"]["qat"],
+             "--data-path", str(quant_flow["data"]), "--num-finetune-epochs", "1", "--batch-size-onnx", "2",
+             "--output", str(tmp_path), "--output-json", str(report)])
+    result = json.loads(report.read_text())
+    assert [row["stage"] for row in result["rows"]] == ["restored"]
+    assert result["rows"][0]["acc1"] == pytest.approx(quant_flow["stages"]["qat"]["acc1"])
+    dims = [d.dim_value for d in onnx.load(result["files"]["onnx"]).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 3, 32, 32]
+
+
+def test_swin_tiny_int8_graph_quantizes_every_gemm_and_residual_add(tmp_path):
+    config = get_config(TINY_CFG)
+    torch.manual_seed(0)
+    model = build_model(config)
+    gemms, adds = gemm_and_add_sites(model)
+    calibrate(model, random_batches(config, 1, batch=2), config, torch.device("cpu"))
+    graph = lean_graph(export_onnx(model, str(tmp_path / "tiny_int8.onnx"), 224, 1, True, config.ONNX.OPSET))
+    qdq = qdq_coverage(graph)
+    assert gemms == 76  # 12 blocks x (qkv, proj, fc1, fc2, q·kᵀ, attn·v) + 3 reductions + head
+    assert qdq["gemms"] == qdq["gemms_quantized"] == gemms, qdq
+    assert qdq["adds_quantized"] == adds == 24, qdq
+    assert qdq["quantize"] == qdq["dequantize"] == len(enabled_quantizers(model))
+
+
+def test_fp8_export_writes_tensorrt_fp8_qdq_ops(tmp_path):
+    config, model = quantized_micro(["QUANT.FORMAT", "fp8"])
+    path = tmp_path / "micro_fp8.onnx"
+    report = export_quantized(model, str(path), config, "fp8", dynamic_batch=True)
+    ops = op_histogram(onnx.load(str(path)))
+    assert ops.get("TRT_FP8QuantizeLinear") == ops.get("TRT_FP8DequantizeLinear") == len(enabled_quantizers(model))
+    assert "QuantizeLinear" not in ops
+    assert report["qdq"]["gemms"] == report["qdq"]["gemms_quantized"]
+    with pytest.raises(UserError, match="could not be loaded by ONNX Runtime"):
+        OrtPredictor(str(path), providers=["CPUExecutionProvider"])
+    assert len(build_with_trt_rtx(path)) > 0
+
+
+def test_quantize_on_a_checkpoint_of_another_model_ends_with_one_sentence(digits_dir, tmp_path):
+    other = build_model(get_config(MICRO_CFG, ["MODEL.NUM_CLASSES", "5"]))
+    ckpt = tmp_path / "other.pth"
+    torch.save({"model": other.state_dict()}, ckpt)
+    proc = run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(ckpt), "--quantize",
+                    "--data-path", str(digits_dir), "--output", str(tmp_path)], check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: checkpoint {ckpt} does not fit this model/config"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_empty_calibration_set_is_a_user_error(digits_dir, tmp_path):
+    config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(tmp_path)])
+    for digit in range(10):
+        (tmp_path / "train" / str(digit)).mkdir(parents=True)
+    with pytest.raises(UserError, match="calibration set .* is empty"):
+        build_calib_loader(config, 2, 8)
+    config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(digits_dir)])
+    with pytest.raises(UserError, match="at least one batch"):
+        build_calib_loader(config, 0, 8)
+    with pytest.raises(UserError, match="calibration set is empty"):
+        calibrate(build_model(config), [], config, torch.device("cpu"))
+
+
+def test_resume_from_a_plain_checkpoint_is_a_user_error(tmp_path):
+    config = get_config(MICRO_CFG)
+    plain = tmp_path / "plain.pth"
+    torch.save({"model": build_model(config).state_dict()}, plain)
+    with pytest.raises(UserError, match="holds no quantization state"):
+        load_quant_checkpoint(build_model(config), str(plain))
+
+
+def test_quantized_checkpoint_of_another_config_is_a_user_error(tmp_path):
+    config, model = quantized_micro()
+    path = tmp_path / "q.pth"
+    save_quant_checkpoint(str(path), model, {"format": "int8"})
+    other = build_model(get_config(MICRO_CFG, ["MODEL.SWIN.DEPTHS", "[2, 4]", "MODEL.SWIN.NUM_HEADS", "[3, 6]"]))
+    with pytest.raises(UserError, match="does not fit this model/config"):
+        load_quant_checkpoint(other, str(path))
+
+
+def small_digits(source: Path, target: Path, train_per_class: int, val_per_class: int) -> Path:
+    """A few images per class of the digits dataset, for runs that only need to exercise the code."""
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for folder in sorted((source / split).iterdir()):
+            dest = target / split / folder.name
+            dest.mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:count]:
+                shutil.copy(image, dest / image.name)
+    return target
+
+
+def test_torchrun_two_processes_calibrate_like_one_and_finetune_with_ddp(trained_micro, tmp_path):
+    data = small_digits(trained_micro["data"], tmp_path / "digits", 8, 4)
+    config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(data), "QUANT.CALIB_METHOD", "percentile"])
+    plain = str(trained_micro["checkpoint"])
+    model = build_model(config)
+    load_weights(model, plain)
+    report = tmp_path / "ddp.json"
+    run_cmd([*TORCHRUN, "swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", plain, "--quantize",
+             "--data-path", str(data), "--batch-size", "16", "--num-calib-batch", "2", "--calib-method", "percentile",
+             "--num-finetune-epochs", "1", "--skip-fp32-eval", "--output", str(tmp_path), "--output-json", str(report)])
+    result = json.loads(report.read_text())
+    assert [row["stage"] for row in result["rows"]] == ["ptq", "qat"]
+    assert all(row["images"] == 40 for row in result["rows"]), "each val image evaluated once over both ranks"
+    calibrate(model, build_calib_loader(config, 2, 16), config, torch.device("cpu"))
+    single = amax_state(model)
+    ranks = build_model(config)
+    load_quant_checkpoint(ranks, result["files"]["ptq"])
+    both = amax_state(ranks)
+    assert both.keys() == single.keys()
+    for name in single:
+        assert torch.allclose(both[name], single[name], rtol=1e-4), name
+    assert load_checkpoint_file(result["files"]["qat"])["epoch"] == 0
+
+
+def test_qat_speed_benchmark_step_trains_the_quantized_model_on_cpu():
+    from benchmarks.qat_speed import quantized_model, training_step
+
+    config = get_config(MICRO_CFG)
+    model = quantized_model(config, batch=4, device="cpu")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    step = training_step(model, config, batch=4, device="cpu")
+    step(), step()
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert len(enabled_quantizers(model)) == len(enabled_quantizers(quantized_micro()[1]))

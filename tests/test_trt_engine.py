@@ -1,0 +1,176 @@
+"""trt/engine.py and trt/backend.py: I/O naming, profile arithmetic, chunking, errors; GPU runs skip with the reason."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import load_engine_or_skip
+from trt.backend import load_backend, torch_dtype
+from trt.engine import TRTEngine, batch_limits, describe_io, describe_validity, plan_chunks
+from trt.metadata import check_compatible, metadata_path
+from utils import UserError
+
+trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
+
+
+class EngineDescription:
+    """The tensor-description part of ICudaEngine, for naming and profile logic only (nothing runs on it).
+
+    The enums are the real TensorRT-RTX ones, so the code sees what a deserialized engine returns.
+    """
+
+    def __init__(self, tensors):
+        self.tensors = tensors  # (name, mode, shape, dtype, profile or None), in engine order
+
+    @property
+    def num_io_tensors(self):
+        return len(self.tensors)
+
+    def get_tensor_name(self, i):
+        return self.tensors[i][0]
+
+    def _get(self, name):
+        return next(t for t in self.tensors if t[0] == name)
+
+    def get_tensor_mode(self, name):
+        return self._get(name)[1]
+
+    def get_tensor_shape(self, name):
+        return trt.Dims(self._get(name)[2])
+
+    def get_tensor_dtype(self, name):
+        return self._get(name)[3]
+
+    def get_tensor_profile_shape(self, name, index):
+        return [trt.Dims(s) for s in self._get(name)[4]]
+
+
+def description(output_first=False, profile=((1, 3, 32, 32), (8, 3, 32, 32), (64, 3, 32, 32))):
+    inp = ("images", trt.TensorIOMode.INPUT, (-1, 3, 32, 32), trt.DataType.HALF, profile)
+    out = ("logits", trt.TensorIOMode.OUTPUT, (-1, 10), trt.DataType.FLOAT, None)
+    return EngineDescription([out, inp] if output_first else [inp, out])
+
+
+def test_io_tensors_are_named_from_the_engine_not_by_binding_index():
+    for output_first in (False, True):
+        specs = {s.name: s for s in describe_io(description(output_first))}
+        assert specs["images"].is_input and not specs["logits"].is_input
+        assert specs["images"].dtype == torch.float16 and specs["logits"].dtype == torch.float32
+        assert specs["images"].profile == ((1, 3, 32, 32), (8, 3, 32, 32), (64, 3, 32, 32))
+        assert specs["logits"].shape == (-1, 10)
+
+
+def test_batch_limits_come_from_the_profile_or_a_fixed_batch():
+    assert batch_limits(describe_io(description())) == (1, 64)
+    fixed = EngineDescription([("x", trt.TensorIOMode.INPUT, (16, 3, 32, 32), trt.DataType.FLOAT, ((16, 3, 32, 32),) * 3),
+                               ("y", trt.TensorIOMode.OUTPUT, (16, 10), trt.DataType.FLOAT, None)])
+    assert batch_limits(describe_io(fixed)) == (16, 16)
+
+
+def test_batches_outside_the_profile_split_into_profile_sized_chunks_padded_to_the_minimum():
+    assert plan_chunks(32, 1, 64, split=False) == [(0, 32, 32)]
+    assert plan_chunks(150, 1, 64, split=True) == [(0, 64, 64), (64, 128, 64), (128, 150, 22)]
+    assert plan_chunks(70, 16, 16, split=True)[-1] == (64, 70, 16)  # 6 images padded to the fixed batch
+    assert plan_chunks(3, 8, 64, split=True) == [(0, 3, 8)]
+    chunks = plan_chunks(1000, 4, 256, split=True)
+    assert sum(stop - start for start, stop, _ in chunks) == 1000
+    assert all(4 <= run <= 256 for _, _, run in chunks)
+
+
+def test_batch_outside_the_profile_without_splitting_is_one_sentence_with_the_fix():
+    with pytest.raises(UserError, match=r"batch 300 is outside the profile of m.engine \(batch 1..256\).*--max-batch"):
+        plan_chunks(300, 1, 256, split=False, engine_file="m.engine")
+
+
+def test_tensorrt_data_types_map_to_torch_and_unknown_ones_raise():
+    assert torch_dtype(trt.DataType.FLOAT) == torch.float32
+    assert torch_dtype(trt.DataType.INT8) == torch.int8
+    assert torch_dtype(trt.DataType.FP8) == torch.float8_e4m3fn
+    with pytest.raises(ValueError, match="INT4"):
+        torch_dtype(trt.DataType.INT4)
+
+
+def test_backend_sets_the_strongly_typed_flag_and_unknown_backends_are_user_errors():
+    backend = load_backend("tensorrt_rtx")
+    assert backend.is_rtx and backend.version == trt.__version__
+    assert backend.network_flags() == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = backend.module.Builder(backend.logger()).create_network(backend.network_flags())
+    assert network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    with pytest.raises(UserError, match="--backend 'tensorflow' is not known"):
+        load_backend("tensorflow")
+
+
+def test_validity_diagnostics_are_spelled_out():
+    bits = int(trt.EngineInvalidityDiagnostics.VERSION_MISMATCH) | int(trt.EngineInvalidityDiagnostics.UNSUPPORTED_CC)
+    text = describe_validity(trt.EngineValidity.INVALID, bits, trt.EngineInvalidityDiagnostics)
+    assert text == "INVALID: VERSION_MISMATCH, UNSUPPORTED_CC"
+
+
+def test_engine_from_another_tensorrt_version_is_refused_before_loading(micro_engines, tmp_path):
+    engine = tmp_path / "old.engine"
+    shutil.copy(micro_engines["fp32"], engine)
+    meta = json.loads(open(metadata_path(str(micro_engines["fp32"]))).read())
+    meta["version"] = "10.0.0.6"
+    (tmp_path / "old.engine.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"built with \S+ 10.0.0.6 .*exact version.*rebuild it"):
+        TRTEngine(str(engine), backend=meta["backend"])
+
+
+def test_engine_for_another_gpu_architecture_is_refused():
+    meta = {"backend": "tensorrt", "version": "10.9.0", "gpu": {"name": "NVIDIA T4", "compute_capability": "7.5"}}
+    with pytest.raises(UserError, match=r"built on NVIDIA T4 \(compute capability 7.5\).*H100.*rebuild"):
+        check_compatible("t4.engine", meta, "tensorrt", "10.9.0", {"name": "NVIDIA H100", "compute_capability": "9.0"})
+    check_compatible("t4.engine", meta, "tensorrt", "10.9.0", {"name": "Tesla T4", "compute_capability": "7.5"})
+
+
+def test_missing_engine_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="engine .*missing.engine does not exist"):
+        TRTEngine(str(tmp_path / "missing.engine"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_no_cuda_device_is_one_sentence(micro_engines):
+    with pytest.raises(UserError, match="no CUDA device is visible"):
+        TRTEngine(str(micro_engines["fp32"]))
+
+
+# --- GPU runtime (skipped here with the reason) ----------------------------------------------------------------------
+
+def ort_logits(onnx_file, images: torch.Tensor) -> np.ndarray:
+    from onnx_tools.runtime import OrtPredictor
+
+    return OrtPredictor(str(onnx_file), providers=["CPUExecutionProvider"]).run(images.numpy())
+
+
+def test_fp32_engine_matches_onnx_runtime_and_chunks_large_batches(micro_engines):
+    engine = load_engine_or_skip(micro_engines["fp32"])
+    images = torch.randn(150, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # > max batch 64
+    logits = engine(images.cuda()).float().cpu().numpy()
+    reference = ort_logits(micro_engines["onnx"]["fp32"], images)
+    np.testing.assert_allclose(logits, reference, rtol=1e-2, atol=1e-2)
+    with pytest.raises(UserError, match="outside the profile"):
+        engine(images.cuda(), split=False)
+
+
+def test_cuda_graph_replay_gives_the_same_logits(micro_engines):
+    plain = load_engine_or_skip(micro_engines["fp32"])
+    graphed = load_engine_or_skip(micro_engines["fp32"], cuda_graph=True)
+    images = torch.randn(16, 3, 32, 32, device="cuda")
+    for _ in range(2):  # capture, then replay
+        torch.testing.assert_close(graphed(images), plain(images))
+
+
+@pytest.mark.parametrize("mode,tolerance", [("fp16", 0.05), ("int8", 0.25)])
+def test_reduced_precision_logits_stay_close_to_fp32(micro_engines, mode, tolerance):
+    fp32 = load_engine_or_skip(micro_engines["fp32"])
+    low = load_engine_or_skip(micro_engines[mode])
+    images = torch.randn(64, 3, 32, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    reference, candidate = fp32(images).float(), low(images).float()
+    relative = ((candidate - reference).abs().max() / reference.abs().max()).item()
+    agreement = (candidate.argmax(1) == reference.argmax(1)).float().mean().item()
+    assert relative < tolerance and agreement >= 0.9, (relative, agreement)
+

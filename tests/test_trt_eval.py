@@ -1,0 +1,200 @@
+"""trt/eval_trt.py, data/fast_loader.py, benchmarks/data_pipeline.py, trt/benchmark.py and trt/debug/."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd
+from config import get_config
+from data.fast_loader import (GpuDecodePrefetcher, GpuPrefetcher, build_encoded_loader, build_fast_eval_loader,
+                              build_uint8_loader, decode_rgb, resize_for_eval, sample_list)
+from trt.eval_trt import check_engine_config
+from trt.metadata import read_metadata
+from utils import UserError
+
+
+def normalise(images: torch.Tensor, config) -> torch.Tensor:
+    mean = torch.tensor(config.DATA.MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(config.DATA.STD).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+# --- data pipeline -------------------------------------------------------------------------------------------------
+
+def test_fast_pipeline_matches_the_pil_evaluation_transform_on_a_jpeg(tmp_path):
+    from data.transforms import build_transform
+
+    config = get_config(TINY_CFG)
+    rng = np.random.default_rng(0)
+    coarse = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).resize((500, 375), Image.BICUBIC)
+    path = tmp_path / "photo.jpg"
+    coarse.save(path, "JPEG", quality=90)
+    reference = build_transform(config, is_train=False)(Image.open(path).convert("RGB"))
+    fast = normalise(resize_for_eval(decode_rgb(str(path)), 224, crop=True)[None], config)[0]
+    levels = (fast - reference).abs() * torch.tensor(config.DATA.STD).view(3, 1, 1) * 255
+    assert fast.shape == reference.shape == (3, 224, 224)
+    assert levels.max().item() <= 2.0 and levels.mean().item() < 0.1
+
+
+def test_fast_loader_gives_the_same_batches_as_the_training_code_loader(digits_dir):
+    from data import build_loader
+
+    config = get_config(MICRO_CFG, DATA__DATA_PATH=str(digits_dir))
+    fast = GpuPrefetcher(build_fast_eval_loader(config, 64, 0), torch.device("cpu"), config.DATA.MEAN, config.DATA.STD)
+    reference = build_loader(config, "val", batch_size=64, shuffle=False, num_workers=0)
+    assert len(fast) == len(reference)
+    for (x, y), (rx, ry) in zip(fast, reference):
+        assert torch.equal(y, ry)
+        torch.testing.assert_close(x, rx, atol=1e-5, rtol=0)
+
+
+def test_gpu_decode_pipeline_gives_the_same_images_up_to_rounding(tmp_path):
+    from benchmarks.data_pipeline import IMAGENET_MEAN, IMAGENET_STD, write_jpegs
+
+    write_jpegs(str(tmp_path), 6, workers=1)
+    samples = sample_list(str(tmp_path))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the same code runs on either
+    workers = GpuPrefetcher(build_uint8_loader(samples, 224, 4, 0), device, IMAGENET_MEAN, IMAGENET_STD)
+    nvjpeg = GpuDecodePrefetcher(build_encoded_loader(samples, 4, 0), device, 224, True, "bicubic", IMAGENET_MEAN,
+                                 IMAGENET_STD)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    for (x, y), (gx, gy) in zip(workers, nvjpeg):
+        levels = (x - gx).abs() * std * 255  # uint8 resize rounds, the float one does not
+        assert torch.equal(y, gy) and x.shape == gx.shape
+        assert levels.mean().item() < 0.6 and levels.max().item() <= 4
+
+
+def test_unreadable_image_is_named(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(UserError, match="broken.jpg cannot be decoded"):
+        decode_rgb(str(bad))
+
+
+def test_data_pipeline_benchmark_writes_jpegs_and_reports_images_per_second(tmp_path):
+    out = tmp_path / "pipeline.json"
+    proc = run_cmd(["benchmarks/data_pipeline.py", "--folder", str(tmp_path / "jpegs"), "--num-files", "16",
+                    "--images", "32", "--batch-size", "8", "--workers", "1", "--output-json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["images"] >= 32 and rows[0]["images_per_s"] > 0
+    files = sorted((tmp_path / "jpegs").rglob("*.JPEG"))
+    assert len(files) == 16
+    sizes = {Image.open(f).size for f in files}
+    assert all(340 <= min(s) <= 410 and 465 <= max(s) <= 535 for s in sizes)  # about 500x375, both orientations
+    assert "images_per_s" in proc.stdout
+
+
+# --- eval_trt --------------------------------------------------------------------------------------------------------
+
+def test_engine_built_for_another_input_size_is_refused_before_any_gpu_work(micro_engines):
+    meta = read_metadata(str(micro_engines["fp32"]))
+    check_engine_config(meta, get_config(MICRO_CFG), "micro.engine")
+    with pytest.raises(UserError, match=r"takes input of shape \(N, 3, 32, 32\).*\(N, 3, 224, 224\).*config"):
+        check_engine_config(meta, get_config(TINY_CFG), "micro.engine")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_eval_without_a_gpu_ends_with_one_sentence(micro_engines):
+    proc = run_cmd(["trt/eval_trt.py", "--eval", "--cfg", MICRO_CFG, "--resume", str(micro_engines["fp32"]),
+                    "--data-path", str(micro_engines["data"]), "--batch-size", "64"], check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no CUDA device is visible")
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "int8"])
+def test_engine_accuracy_matches_onnx_runtime_on_digits(mode, micro_engines, trained_micro, tmp_path):
+    from data import build_loader
+    from evaluation import evaluate
+    from onnx_tools.runtime import OrtPredictor
+
+    load_engine_or_skip(micro_engines[mode])
+    out = tmp_path / "eval.json"
+    run_cmd(["trt/eval_trt.py", "--eval", "--cfg", MICRO_CFG, "--resume", str(micro_engines[mode]), "--data-path",
+             str(micro_engines["data"]), "--batch-size", "100", "--compare-checkpoint", str(trained_micro["checkpoint"]),
+             "--output-json", str(out)])
+    metrics = json.loads(out.read_text())
+    onnx_file = micro_engines["fp16_onnx"] if mode == "fp16" else micro_engines["onnx"][mode]
+    config = get_config(MICRO_CFG, DATA__DATA_PATH=str(micro_engines["data"]))
+    ort = evaluate(OrtPredictor(str(onnx_file), providers=["CPUExecutionProvider"]),
+                   build_loader(config, "val", batch_size=100, num_workers=0))
+    assert metrics["images"] == ort["images"]
+    assert abs(metrics["acc1"] - ort["acc1"]) <= 0.3
+    assert metrics["engine_images_per_s"] > 0 and metrics["top1_agreement"] >= 0.97
+
+
+# --- benchmark -------------------------------------------------------------------------------------------------------
+
+def test_benchmark_table_has_a_row_per_batch_and_a_column_per_backend_and_precision():
+    from trt.benchmark import format_csv, format_markdown, parse_assignments
+
+    results = [{"column": "PyTorch eager fp32", "batch": 1, "images_per_s": 10.0},
+               {"column": "PyTorch eager fp32", "batch": 16, "images_per_s": 100.0},
+               {"column": "TensorRT int8", "batch": 1, "note": "outside profile"},
+               {"column": "TensorRT int8", "batch": 16, "images_per_s": 400.4}]
+    lines = format_markdown(results, [1, 16]).splitlines()
+    assert lines[0] == "| batch | PyTorch eager fp32 | TensorRT int8 |"
+    assert lines[2:] == ["| 1 | 10 | outside profile |", "| 16 | 100 | 400 |"]
+    assert format_csv(results).splitlines()[0].startswith("column,backend,precision,batch,images_per_s,ms_per_batch")
+    assert parse_assignments(["fp16=a.engine"], "--engine") == {"fp16": "a.engine"}
+    with pytest.raises(UserError, match="PRECISION=FILE"):
+        parse_assignments(["a.engine"], "--engine")
+
+
+def test_benchmark_command_times_pytorch_and_prints_trtexec_lines(micro_engines, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cmd(["trt/benchmark.py", "--cfg", MICRO_CFG, "--backends", "eager", "--precisions", "fp32",
+                    "--batch-sizes", "1", "4", "--warmup", "0", "--iters", "1", "--repeats", "1",
+                    "--engine", f"fp16={micro_engines['fp16']}", "--output-json", str(out),
+                    "--output-csv", str(tmp_path / "bench.csv"), "--output-md", str(tmp_path / "bench.md")])
+    results = json.loads(out.read_text())["results"]
+    eager = [r for r in results if r["backend"] == "eager"]
+    assert [r["batch"] for r in eager] == [1, 4] and all(r["images_per_s"] > 0 for r in eager)
+    assert f"trtexec --loadEngine={micro_engines['fp16']} --shapes=input:4x3x32x32" in proc.stdout
+    assert "| batch | PyTorch eager fp32 | TensorRT fp16 |" in (tmp_path / "bench.md").read_text()
+    if not torch.cuda.is_available():
+        trt_rows = [r for r in results if r["backend"] == "trt"]
+        assert all(r["note"] == "n/a" and "no CUDA device" in r["reason"] for r in trt_rows)
+
+
+# --- debug: ONNX Runtime against TensorRT / another graph ------------------------------------------------------------
+
+def test_tolerance_report_names_the_first_tensor_past_the_tolerance():
+    from trt.debug.tolerance import tolerance_report
+
+    reference = {"a": np.ones(4), "b": np.full(4, 2.0), "c": np.zeros(3), "out": np.ones(2)}
+    candidate = {"a": np.ones(4), "b": np.array([2.0, 2.0, 2.5, 2.0]), "c": np.zeros(4), "out": np.ones(2)}
+    report = tolerance_report(reference, candidate, atol=0.1, rtol=0.0, outputs=["out"])
+    assert report["compared"] == 4 and report["failed"] == 2
+    assert report["first_failure"] == "b" and report["outputs_passed"] is True
+    rows = {t["name"]: t for t in report["tensors"]}
+    assert rows["b"]["violations"] == 1 and rows["b"]["max_abs"] == pytest.approx(0.5)
+    assert "shape" in rows["c"]["note"]
+
+
+def test_per_layer_comparison_of_fp16_and_fp32_graphs_in_onnx_runtime(micro_engines):
+    from trt.debug.compare import compare
+
+    fp32, fp16 = str(micro_engines["onnx"]["fp32"]), str(micro_engines["fp16_onnx"])
+    loose = compare(fp32, candidate="ort", candidate_onnx=fp16, per_layer=True, batch_size=2, atol=0.05, rtol=0.05)
+    assert loose["compared"] > 50 and loose["outputs_passed"]
+    exact = compare(fp32, candidate="ort", candidate_onnx=fp16, per_layer=True, batch_size=2, atol=0.0, rtol=0.0)
+    assert exact["failed"] > 0 and exact["first_failure"] is not None and not exact["outputs_passed"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_tensorrt_comparison_without_a_gpu_ends_with_one_sentence(micro_engines):
+    proc = run_cmd(["trt/debug/compare.py", "--onnx-file", str(micro_engines["onnx"]["fp32"]), "--engine",
+                    str(micro_engines["fp32"])], check=False)
+    assert proc.returncode == 2 and "no CUDA device is visible" in proc.stderr
+
+
+def test_engine_outputs_match_onnx_runtime_per_polygraphy(micro_engines):
+    from trt.debug.compare import compare
+
+    load_engine_or_skip(micro_engines["fp32"])
+    report = compare(str(micro_engines["onnx"]["fp32"]), engine_file=str(micro_engines["fp32"]), batch_size=4,
+                     atol=1e-2, rtol=1e-2)
+    assert report["compared"] == 1 and report["outputs_passed"]

@@ -1,0 +1,141 @@
+"""Which TensorRT-family Python module to use, and the few places where their APIs differ.
+
+Three modules expose the same builder/runtime API: ``tensorrt`` (TensorRT 10.x
+and 11.x), ``tensorrt_rtx`` (TensorRT-RTX from the SDK) and
+``tensorrt_rtx_bindings`` (TensorRT-RTX from the PyPI wheels). The code of the
+other modules in trt/ is written once against that common API and asks this
+module for the handful of differences: the strongly-typed network flag
+(required on TensorRT 10, ignored on 11, the default on TensorRT-RTX) and
+whether the module is TensorRT-RTX (which builds ahead of time on a CPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from types import ModuleType
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from utils import UserError
+
+_LOG = logging.getLogger("swin")
+
+# backend name -> modules tried in order
+MODULES: Dict[str, Tuple[str, ...]] = {
+    "tensorrt": ("tensorrt",),
+    "tensorrt_rtx": ("tensorrt_rtx", "tensorrt_rtx_bindings"),
+}
+AUTO_ORDER = ("tensorrt", "tensorrt_rtx")
+BACKEND_CHOICES = ("auto",) + AUTO_ORDER
+_LOGGERS: Dict[str, object] = {}  # module name -> its Logger: TensorRT keeps the first logger of a process
+
+# TensorRT DataType member name -> torch dtype (FP8 is E4M3 in TensorRT)
+TORCH_DTYPES: Dict[str, torch.dtype] = {
+    "FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT8": torch.int8,
+    "UINT8": torch.uint8, "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool,
+    "FP8": torch.float8_e4m3fn,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """A loaded TensorRT-family module.
+
+    Attributes:
+        name: ``tensorrt`` or ``tensorrt_rtx`` (the name recorded in engine metadata).
+        module: the imported Python module.
+        module_name: the module actually imported (``tensorrt_rtx_bindings`` for the wheels).
+        version: the module's ``__version__``.
+    """
+
+    name: str
+    module: ModuleType
+    module_name: str
+    version: str
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    @property
+    def is_rtx(self) -> bool:
+        return self.name == "tensorrt_rtx"
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version}"
+
+    def logger(self, verbose: bool = False):
+        """The process's TensorRT logger for this module, at VERBOSE or WARNING."""
+        trt = self.module
+        logger = _LOGGERS.setdefault(self.module_name, trt.Logger(trt.Logger.WARNING))
+        logger.min_severity = trt.Logger.VERBOSE if verbose else trt.Logger.WARNING
+        return logger
+
+    def network_flags(self) -> int:
+        """Flags for ``Builder.create_network``: always strongly typed.
+
+        TensorRT 10 needs ``1 << STRONGLY_TYPED``; TensorRT 11 keeps the member
+        but ignores it; TensorRT-RTX networks are strongly typed whatever the
+        flags. Setting the bit where the member exists is right for all three.
+        """
+        flag = getattr(self.module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        return 0 if flag is None else 1 << int(flag)
+
+
+def _import_first(names: Tuple[str, ...]) -> Optional[Tuple[ModuleType, str]]:
+    for module_name in names:
+        try:
+            return importlib.import_module(module_name), module_name
+        except ImportError:
+            continue
+        except OSError as err:  # the module exists but its shared libraries do not load
+            _LOG.warning("%s is installed but did not load (%s)", module_name, err)
+    return None
+
+
+def load_backend(choice: str = "auto") -> Backend:
+    """Import the TensorRT-family module that ``choice`` names.
+
+    Args:
+        choice: ``auto`` (``tensorrt`` when importable, else TensorRT-RTX),
+            ``tensorrt`` or ``tensorrt_rtx``.
+
+    Raises:
+        UserError: the choice is unknown or no such module is installed.
+    """
+    if choice not in BACKEND_CHOICES:
+        raise UserError(f"--backend {choice!r} is not known: use one of {', '.join(BACKEND_CHOICES)}.")
+    names = AUTO_ORDER if choice == "auto" else (choice,)
+    for name in names:
+        found = _import_first(MODULES[name])
+        if found:
+            module, module_name = found
+            return Backend(name, module, module_name, str(getattr(module, "__version__", "unknown")))
+    wanted = " or ".join(m for n in names for m in MODULES[n])
+    raise UserError(f"no TensorRT Python module is installed ({wanted} not importable): install tensorrt "
+                    "(TensorRT 10/11, needs an NVIDIA GPU to run engines) or tensorrt-rtx-cu13-bindings "
+                    "(TensorRT-RTX, builds on the CPU).")
+
+
+def torch_dtype(trt_dtype) -> torch.dtype:
+    """The torch dtype of a TensorRT ``DataType`` (matched by member name, so any backend's enum works)."""
+    name = getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
+    try:
+        return TORCH_DTYPES[name]
+    except KeyError:
+        raise ValueError(f"TensorRT data type {name} has no torch equivalent") from None
+
+
+def dtype_name(trt_dtype) -> str:
+    """``DataType.HALF`` -> ``HALF`` for any backend's enum."""
+    return getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
+
+
+def cuda_device_summary() -> Optional[Dict[str, str]]:
+    """Name and compute capability of the current CUDA device, or None without one."""
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}

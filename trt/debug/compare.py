@@ -1,0 +1,193 @@
+"""ONNX Runtime against TensorRT (or another ONNX in ONNX Runtime) on the same inputs, whole model or per layer.
+
+    # the engine against its ONNX (GPU)
+    python trt/debug/compare.py --onnx-file weights/swin_tiny.onnx --engine weights/swin_tiny_fp32.engine
+    # every layer: the FP16 graph built by TensorRT against the FP32 graph in ONNX Runtime (GPU)
+    python trt/debug/compare.py --onnx-file weights/swin_tiny.onnx --candidate-onnx weights/swin_tiny_fp16.onnx --per-layer
+    # every layer, no GPU: the FP16 graph in ONNX Runtime against the FP32 graph
+    python trt/debug/compare.py --onnx-file weights/swin_tiny.onnx --candidate-onnx weights/swin_tiny_fp16.onnx \
+        --candidate ort --per-layer
+
+The reference is always ``--onnx-file`` in ONNX Runtime (CPU). Runners come
+from polygraphy: ``--per-layer`` marks every tensor as an output on both
+sides (``ModifyOutputs`` / ``ModifyNetworkOutputs`` with MARK_ALL), which for
+TensorRT also means building a new engine from the ONNX. Inputs are seeded
+standard-normal images. The tolerance report (trt/debug/tolerance.py) lists
+each tensor both sides produced, in graph order, and names the first one
+outside ``--atol``/``--rtol``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+if __package__ in (None, ""):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import onnx
+
+from trt.debug.tolerance import report_rows, tolerance_report
+from utils import UserError, create_logger, format_table, require_file, run_main, write_json
+
+_LOG = logging.getLogger("swin")
+_NUMPY = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16}
+
+
+def random_feed(onnx_file: str, batch_size: int, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Seeded standard-normal arrays for every graph input (symbolic dimensions become ``batch_size``)."""
+    model = onnx.load(onnx_file, load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for inp in model.graph.input:
+        if inp.name in initializers:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch_size
+                for d in inp.type.tensor_type.shape.dim]
+        feed[inp.name] = rng.standard_normal(dims).astype(_NUMPY.get(inp.type.tensor_type.elem_type, np.float32))
+    return feed
+
+
+def graph_outputs(onnx_file: str) -> List[str]:
+    return [o.name for o in onnx.load(onnx_file, load_external_data=False).graph.output]
+
+
+def use_trt_module(backend_choice: str = "auto") -> None:
+    """Point polygraphy at the TensorRT-family module trt/backend.py picks.
+
+    Polygraphy imports ``tensorrt``, or ``tensorrt_rtx`` when POLYGRAPHY_USE_TENSORRT_RTX=1;
+    the PyPI wheels name the latter ``tensorrt_rtx_bindings``, registered here under both names.
+    """
+    from trt.backend import load_backend
+
+    backend = load_backend(backend_choice)
+    if backend.is_rtx:
+        os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1"
+        sys.modules.setdefault("tensorrt_rtx", backend.module)
+        from polygraphy import config as polygraphy_config
+
+        polygraphy_config.USE_TENSORRT_RTX = True
+
+
+def onnxrt_runner(onnx_file: str, per_layer: bool, name: str):
+    """A polygraphy ONNX Runtime runner (CPU) over ``onnx_file``, all tensors marked if ``per_layer``."""
+    from polygraphy import constants
+    from polygraphy.backend.onnx import BytesFromOnnx, ModifyOutputs, OnnxFromPath
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    if per_layer:
+        model = BytesFromOnnx(ModifyOutputs(OnnxFromPath(onnx_file), outputs=constants.MARK_ALL))
+        return OnnxrtRunner(SessionFromOnnx(model, providers=["cpu"]), name=name)
+    return OnnxrtRunner(SessionFromOnnx(onnx_file, providers=["cpu"]), name=name)
+
+
+def trt_runner(onnx_file: Optional[str], engine_file: Optional[str], per_layer: bool, name: str,
+               feed: Dict[str, np.ndarray]):
+    """A polygraphy TensorRT runner: a built engine, or an engine built now from ``onnx_file`` (strongly typed,
+    one optimisation profile fixed at the shapes of ``feed``)."""
+    from polygraphy import constants
+    from polygraphy.backend.trt import (BytesFromPath, CreateConfig, EngineFromBytes, EngineFromNetwork,
+                                        ModifyNetworkOutputs, NetworkFromOnnxPath, Profile, TrtRunner)
+
+    if engine_file:
+        if per_layer:
+            raise UserError("--per-layer builds its own engine from the ONNX (every tensor an output): "
+                            "pass --candidate-onnx instead of --engine.")
+        return TrtRunner(EngineFromBytes(BytesFromPath(engine_file)), name=name)
+    network = NetworkFromOnnxPath(onnx_file, strongly_typed=True)
+    if per_layer:
+        network = ModifyNetworkOutputs(network, outputs=constants.MARK_ALL)
+    profile = Profile()
+    for input_name, array in feed.items():
+        profile.add(input_name, min=array.shape, opt=array.shape, max=array.shape)
+    return TrtRunner(EngineFromNetwork(network, config=CreateConfig(profiles=[profile])), name=name)
+
+
+def run_runner(runner, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Activate, infer once, deactivate; outputs as host numpy arrays."""
+    with runner:
+        outputs = runner.infer(feed)
+    return {name: np.asarray(value.cpu().numpy() if hasattr(value, "cpu") else value) for name, value in outputs.items()}
+
+
+def compare(onnx_file: str, candidate: str = "trt", candidate_onnx: Optional[str] = None,
+            engine_file: Optional[str] = None, per_layer: bool = False, batch_size: int = 1, atol: float = 1e-3,
+            rtol: float = 1e-3, seed: int = 0, backend: str = "auto") -> Dict[str, Any]:
+    """Reference ``onnx_file`` in ONNX Runtime against the candidate; returns the tolerance report.
+
+    Args:
+        onnx_file: the reference graph.
+        candidate: ``trt`` (TensorRT; needs a GPU) or ``ort`` (ONNX Runtime).
+        candidate_onnx: the candidate's graph (default ``onnx_file``); ignored with ``engine_file``.
+        engine_file: a built engine as the candidate (``candidate`` must be ``trt``; outputs only).
+        per_layer: compare every tensor, not only the outputs.
+        batch_size: batch for symbolic batch dimensions.
+        atol, rtol: the tolerance.
+        seed: input seed.
+        backend: TensorRT-family module for ``trt`` (see trt/backend.py).
+    """
+    require_file(onnx_file, "ONNX file", "pass the reference graph")
+    if engine_file:
+        require_file(engine_file, "engine", "build one with trt/build_engine.py")
+        if candidate != "trt":
+            raise UserError("--engine is a TensorRT candidate: drop --candidate ort.")
+    candidate_onnx = candidate_onnx or onnx_file
+    require_file(candidate_onnx, "candidate ONNX file", "pass the graph to compare")
+    feed = random_feed(onnx_file, batch_size, seed)
+    reference = run_runner(onnxrt_runner(onnx_file, per_layer, "onnxrt-reference"), feed)
+    if candidate == "trt":
+        from trt.engine import require_cuda
+
+        require_cuda("TensorRT")
+        use_trt_module(backend)
+        runner = trt_runner(None if engine_file else candidate_onnx, engine_file, per_layer, "tensorrt", feed)
+    elif candidate == "ort":
+        runner = onnxrt_runner(candidate_onnx, per_layer, "onnxrt-candidate")
+    else:
+        raise UserError(f"--candidate {candidate!r} is not known: use trt or ort.")
+    outputs = run_runner(runner, feed)
+    report = tolerance_report(reference, outputs, atol, rtol, graph_outputs(onnx_file))
+    report.update(reference=onnx_file, candidate=engine_file or candidate_onnx, candidate_backend=candidate,
+                  per_layer=per_layer, batch_size=batch_size, seed=seed)
+    return report
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx-file", required=True, help="reference graph, run in ONNX Runtime")
+    parser.add_argument("--engine", help="candidate: a built TensorRT engine (outputs only)")
+    parser.add_argument("--candidate-onnx", help="candidate graph (default: --onnx-file)")
+    parser.add_argument("--candidate", choices=("trt", "ort"), default="trt", help="who runs the candidate graph")
+    parser.add_argument("--per-layer", action="store_true", help="compare every tensor, not just the outputs")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--atol", type=float, default=1e-3)
+    parser.add_argument("--rtol", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="auto", help="TensorRT module: auto | tensorrt | tensorrt_rtx")
+    parser.add_argument("--show", choices=("failed", "all"), default="failed", help="tensors to list")
+    parser.add_argument("--output-json", help="write the full report here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    create_logger()
+    report = compare(args.onnx_file, args.candidate, args.candidate_onnx, args.engine, args.per_layer,
+                     args.batch_size, args.atol, args.rtol, args.seed, args.backend)
+    rows = report_rows(report, only_failed=args.show == "failed")
+    if rows:
+        print(format_table(rows))
+    print(f"{report['compared']} tensors compared (atol {args.atol:g}, rtol {args.rtol:g}): {report['failed']} outside the "
+          f"tolerance; first: {report['first_failure']}; largest relative difference: {report['worst']}; "
+          f"model outputs {'pass' if report['outputs_passed'] else 'FAIL'}")
+    if args.output_json:
+        write_json(args.output_json, report)
+    return 0 if report["outputs_passed"] else 1
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,281 @@
+"""One TensorRT engine as a callable: torch CUDA tensors in, torch CUDA tensors out.
+
+Written to the TensorRT 10/11 Python API (also TensorRT-RTX's): I/O tensors
+are found by name (``num_io_tensors``, ``get_tensor_name/mode/shape/dtype``),
+never by binding index; shapes are set with ``set_input_shape``, buffers with
+``set_tensor_address``, and ``execute_async_v3`` runs on a dedicated torch
+stream that is ordered with the caller's current stream. Optionally each
+batch size is captured once into a CUDA graph and replayed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from trt.backend import Backend, cuda_device_summary, load_backend, torch_dtype
+from trt.metadata import REBUILD, check_compatible, read_metadata
+from utils import UserError, require_file
+
+_LOG = logging.getLogger("swin")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One I/O tensor of an engine.
+
+    Attributes:
+        name: tensor name (the ONNX input/output name).
+        is_input: input (True) or output.
+        shape: engine shape, -1 where dynamic.
+        dtype: torch dtype of the buffer.
+        profile: (min, opt, max) shapes of an input under the selected optimisation profile.
+    """
+
+    name: str
+    is_input: bool
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+    profile: Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = None
+
+
+def describe_io(engine, profile_index: int = 0) -> List[TensorSpec]:
+    """The I/O tensors of ``engine`` (any object with the ICudaEngine tensor API), in engine order."""
+    specs = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        mode = engine.get_tensor_mode(name)
+        is_input = getattr(mode, "name", str(mode)).upper().endswith("INPUT")
+        profile = None
+        if is_input:
+            lo, opt, hi = engine.get_tensor_profile_shape(name, profile_index)
+            profile = (tuple(lo), tuple(opt), tuple(hi))
+        specs.append(TensorSpec(name, is_input, tuple(engine.get_tensor_shape(name)),
+                                torch_dtype(engine.get_tensor_dtype(name)), profile))
+    return specs
+
+
+def batch_limits(specs: Sequence[TensorSpec]) -> Tuple[int, int]:
+    """Smallest and largest batch (first dimension) every input's profile accepts."""
+    lows, highs = [], []
+    for spec in specs:
+        if not spec.is_input:
+            continue
+        if spec.shape and spec.shape[0] >= 0:
+            lows.append(spec.shape[0])
+            highs.append(spec.shape[0])
+        elif spec.profile:
+            lows.append(spec.profile[0][0])
+            highs.append(spec.profile[2][0])
+    if not lows:
+        raise ValueError("engine has no inputs with a batch dimension")
+    return max(lows), min(highs)
+
+
+def plan_chunks(batch: int, low: int, high: int, split: bool, engine_file: str = "the engine") -> List[Tuple[int, int, int]]:
+    """How to run ``batch`` images on an engine whose profile takes ``low``..``high``.
+
+    Returns:
+        ``(start, stop, run_batch)`` per engine call: images ``start:stop`` are run as a batch of
+        ``run_batch`` (> stop - start when the chunk is padded up to ``low``).
+
+    Raises:
+        UserError: ``batch`` is outside the profile and ``split`` is False.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if low <= batch <= high:
+        return [(0, batch, batch)]
+    if not split:
+        raise UserError(f"batch {batch} is outside the profile of {engine_file} (batch {low}..{high}): pass a batch "
+                        f"in that range, or rebuild the engine with --min-batch/--max-batch covering {batch}.")
+    chunks = []
+    for start in range(0, batch, high):
+        stop = min(start + high, batch)
+        chunks.append((start, stop, max(stop - start, low)))
+    return chunks
+
+
+def explain_validity(trt, runtime, data: bytes) -> str:
+    """What ``Runtime.get_engine_validity`` says about ``data`` in words (where the module has it)."""
+    if not hasattr(runtime, "get_engine_validity"):
+        return "this TensorRT version gives no further diagnostics"
+    try:
+        validity, bits = runtime.get_engine_validity(data)
+    except Exception as err:  # diagnostics are best effort; the caller raises the real error
+        return f"validity check failed: {err}"
+    return describe_validity(validity, int(bits), getattr(trt, "EngineInvalidityDiagnostics", None))
+
+
+def describe_validity(validity, bits: int, diagnostics_enum) -> str:
+    """``INVALID: VERSION_MISMATCH, UNSUPPORTED_CC`` from a validity and its diagnostics bit mask."""
+    members = getattr(diagnostics_enum, "__members__", {})
+    reasons = [name for name, member in members.items() if bits & int(member)]
+    return getattr(validity, "name", str(validity)) + (f": {', '.join(reasons)}" if reasons else "")
+
+
+def require_cuda(what: str) -> torch.device:
+    """The current CUDA device; a :class:`UserError` when there is none."""
+    if not torch.cuda.is_available():
+        raise UserError(f"no CUDA device is visible, and {what} runs only on an NVIDIA GPU: run it on a GPU machine "
+                        "(check the driver with nvidia-smi and that CUDA_VISIBLE_DEVICES does not hide the GPU).")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+class TRTEngine:
+    """A deserialized engine with its execution context, run on a dedicated CUDA stream.
+
+    Args:
+        engine_file: the serialized engine (``ENGINE.json`` beside it, if present, is checked first).
+        backend: auto (the one named in the JSON, else ``tensorrt``, else TensorRT-RTX) | tensorrt | tensorrt_rtx.
+        cuda_graph: capture each batch size into a CUDA graph on first use and replay it afterwards.
+        profile_index: the optimisation profile to use.
+        verbose: TensorRT's verbose log.
+
+    Raises:
+        UserError: missing file, engine from another TensorRT version or GPU, no CUDA device.
+    """
+
+    def __init__(self, engine_file: str, backend: str = "auto", cuda_graph: bool = False, profile_index: int = 0,
+                 verbose: bool = False) -> None:
+        require_file(engine_file, "engine", "build one with trt/build_engine.py")
+        self.engine_file = engine_file
+        self.meta = read_metadata(engine_file)
+        if backend == "auto" and self.meta and self.meta.get("backend"):
+            backend = self.meta["backend"]
+        self.backend: Backend = load_backend(backend)
+        check_compatible(engine_file, self.meta, self.backend.name, self.backend.version, cuda_device_summary())
+        self.device = require_cuda(f"TensorRT engine {engine_file}")
+        trt = self.backend.module
+        self.trt_logger = self.backend.logger(verbose)
+        self.runtime = trt.Runtime(self.trt_logger)
+        with open(engine_file, "rb") as f:
+            data = f.read()
+        self.engine = self.runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            gpu = torch.cuda.get_device_name(self.device)
+            raise UserError(f"engine {engine_file} could not be loaded by {self.backend.describe()} on {gpu} "
+                            f"({explain_validity(trt, self.runtime, data)}); engines load only with the TensorRT version and "
+                            f"GPU architecture they were built for: {REBUILD}.")
+        self.context = self.engine.create_execution_context()
+        self.profile_index = profile_index
+        self.stream = torch.cuda.Stream(self.device)
+        if profile_index:
+            self.context.set_optimization_profile_async(profile_index, self.stream.cuda_stream)
+        self.specs = describe_io(self.engine, profile_index)
+        self.inputs = [s for s in self.specs if s.is_input]
+        self.outputs = [s for s in self.specs if not s.is_input]
+        self.batch_range = batch_limits(self.specs)
+        self.cuda_graph = cuda_graph
+        self._graphs: Dict[int, Tuple[torch.cuda.CUDAGraph, torch.Tensor, Dict[str, torch.Tensor]]] = {}
+        _LOG.info("loaded %s (%s): inputs %s, outputs %s, batch %d..%d", engine_file, self.backend.describe(),
+                  [(s.name, s.shape, str(s.dtype)) for s in self.inputs],
+                  [(s.name, s.shape, str(s.dtype)) for s in self.outputs], *self.batch_range)
+
+    # -- one engine call ----------------------------------------------------------------------------------
+
+    def _bind(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        for spec in self.inputs:
+            tensor = inputs[spec.name]
+            if not self.context.set_input_shape(spec.name, tuple(tensor.shape)):
+                raise UserError(f"engine {self.engine_file} rejected input {spec.name} of shape {list(tensor.shape)} "
+                                f"(engine shape {list(spec.shape)}): pass images of the size it was built for.")
+            self.context.set_tensor_address(spec.name, tensor.data_ptr())
+        outputs = {}
+        for spec in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(spec.name))
+            outputs[spec.name] = torch.empty(shape, dtype=spec.dtype, device=self.device)
+            self.context.set_tensor_address(spec.name, outputs[spec.name].data_ptr())
+        return outputs
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.engine_file} (see the TensorRT log)")
+
+    def _prepare(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        missing = {s.name for s in self.inputs} - set(inputs)
+        if missing:
+            raise UserError(f"engine {self.engine_file} needs inputs {sorted(missing)}; got {sorted(inputs)}.")
+        ready = {}
+        for spec in self.inputs:
+            tensor = inputs[spec.name]
+            if len(tensor.shape) != len(spec.shape) or any(d >= 0 and d != t for d, t in zip(spec.shape[1:], tensor.shape[1:])):
+                raise UserError(f"engine {self.engine_file} takes {spec.name} of shape {list(spec.shape)} (-1: any) but got "
+                                f"{list(tensor.shape)}: pass the config the engine was built for.")
+            ready[spec.name] = tensor.to(self.device, spec.dtype, non_blocking=True).contiguous()
+        return ready
+
+    def execute(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Run one batch that fits the profile. Inputs are cast to the engine's dtypes and moved to its GPU.
+
+        Returns:
+            output name -> tensor on the GPU, ordered after the computation on the caller's current stream.
+        """
+        ready = self._prepare(inputs)
+        caller = torch.cuda.current_stream(self.device)
+        if self.cuda_graph:
+            outputs = self._replay(ready, caller)
+        else:
+            outputs = self._bind(ready)
+            self.stream.wait_stream(caller)
+            self._enqueue()
+            for tensor in list(ready.values()) + list(outputs.values()):
+                tensor.record_stream(self.stream)
+        caller.wait_stream(self.stream)
+        return outputs
+
+    def _replay(self, ready: Dict[str, torch.Tensor], caller: torch.cuda.Stream) -> Dict[str, torch.Tensor]:
+        if len(self.inputs) != 1:
+            raise UserError(f"CUDA graphs are supported here for single-input engines; {self.engine_file} has "
+                            f"{len(self.inputs)} inputs: run without --cuda-graph.")
+        spec = self.inputs[0]
+        x = ready[spec.name]
+        batch = x.shape[0]
+        if batch not in self._graphs:
+            static_in = torch.zeros_like(x)
+            static_out = self._bind({spec.name: static_in})
+            with torch.cuda.stream(self.stream):
+                self._enqueue()  # the first enqueue does lazy set-up that must not be captured
+            self.stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                self._enqueue()
+            self._graphs[batch] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[batch]
+        self.stream.wait_stream(caller)
+        with torch.cuda.stream(self.stream):
+            static_in.copy_(x, non_blocking=True)
+            graph.replay()
+            outputs = {name: t.clone() for name, t in static_out.items()}
+        for tensor in [x] + list(outputs.values()):
+            tensor.record_stream(self.stream)
+        return outputs
+
+    # -- classifier convenience ---------------------------------------------------------------------------
+
+    def __call__(self, images: torch.Tensor, split: bool = True) -> torch.Tensor:
+        """Logits of images (N, C, H, W) for a single-input, single-output engine.
+
+        Args:
+            images: any device and float dtype; cast to the engine's input dtype.
+            split: run a batch outside the profile in profile-sized chunks (the last one
+                zero-padded up to the profile's minimum); False raises a :class:`UserError` instead.
+
+        Returns:
+            (N, classes) on the GPU, in the engine's output dtype.
+        """
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise UserError(f"engine {self.engine_file} has {len(self.inputs)} inputs and {len(self.outputs)} outputs, "
+                            "not one image input and one logits output: call execute() with named tensors.")
+        name, out_name = self.inputs[0].name, self.outputs[0].name
+        low, high = self.batch_range
+        results = []
+        for start, stop, run_batch in plan_chunks(len(images), low, high, split, self.engine_file):
+            chunk = images[start:stop]
+            if run_batch > len(chunk):
+                padding = chunk.new_zeros((run_batch - len(chunk),) + tuple(chunk.shape[1:]))
+                chunk = torch.cat([chunk, padding])  # run_batch, C, H, W
+            results.append(self.execute({name: chunk})[out_name][:stop - start])
+        return results[0] if len(results) == 1 else torch.cat(results)  # N, classes
