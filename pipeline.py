@@ -17,6 +17,7 @@ from their own per-epoch checkpoints). ``--force STEP`` reruns one step.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,17 @@ from config import get_config
 from utils import UserError, format_table, run_main, write_json
 
 PY = sys.executable
+
+
+def _is_placeholder(path: str) -> bool:
+    """A ``{"status": "not run: ..."}`` file written for a step that could not run: never up to date."""
+    if not path.endswith(".json"):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return set(json.load(f)) == {"status"}
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -42,7 +54,7 @@ class Step:
     env: dict = field(default_factory=dict)
 
     def is_fresh(self) -> bool:
-        if not all(os.path.exists(o) for o in self.outputs):
+        if not all(os.path.exists(o) for o in self.outputs) or any(map(_is_placeholder, self.outputs)):
             return False
         newest_input = max((os.path.getmtime(i) for i in self.inputs if os.path.exists(i)), default=0.0)
         return min(os.path.getmtime(o) for o in self.outputs) >= newest_input
@@ -60,6 +72,17 @@ def tensorrt_runtime_available() -> Optional[str]:
         import tensorrt  # noqa: F401
     except ImportError:
         return "not run: no TensorRT runtime (the `tensorrt` module) on this machine; TensorRT-RTX cannot run engines on compute capability 9.0"
+    return None
+
+
+def tensorrt_builder_available() -> Optional[str]:
+    """None when a TensorRT-family builder imports (tensorrt or TensorRT-RTX), else the reason."""
+    from trt.backend import load_backend
+
+    try:
+        load_backend("auto")
+    except UserError:
+        return "not run: no TensorRT builder installed (neither tensorrt nor the TensorRT-RTX wheels)"
     return None
 
 
@@ -99,7 +122,8 @@ def plan(args: argparse.Namespace) -> List[Step]:
         steps.append(Step(f"eval onnxrt {precision}", [PY, "trt/eval_onnxrt.py", *cfg, "--resume", onnx[precision],
                                                        "--data-path", data, *bs, "--output-json", out],
                           [onnx[precision]], [out]))
-    trt_reason = tensorrt_runtime_available()
+    build_reason = tensorrt_builder_available()
+    trt_reason = build_reason or tensorrt_runtime_available()
     engines = {}
     for precision in ("fp32", "fp16", "int8"):
         engines[precision] = os.path.join(weights, f"{name}_{precision}.engine")
@@ -107,7 +131,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                                         "--trt-engine", engines[precision], "--mode", precision,
                                                         "--min-batch", "1", "--opt-batch", str(args.batch_size),
                                                         "--max-batch", str(max(256, args.batch_size))],
-                          [onnx[precision]], [engines[precision]]))
+                          [onnx[precision]], [engines[precision]], note=build_reason or ""))
     for precision in ("fp32", "fp16", "int8"):
         out = os.path.join(acc, f"tensorrt_{precision}.json")
         steps.append(Step(f"eval tensorrt {precision}", [PY, "trt/eval_trt.py", "--eval", *cfg, "--resume",
@@ -115,9 +139,10 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                                          "--compare-checkpoint", ckpt, "--output-json", out],
                           [engines[precision]], [out], note=trt_reason or ""))
     bench = os.path.join(results, "benchmark.json")
-    backends = ["eager", "ort"] + (["compile", "tensorrt"] if trt_reason is None else [])
+    backends = ["eager", "ort"] + (["compile", "trt"] if trt_reason is None else [])
     bench_cmd = [PY, "trt/benchmark.py", *cfg, "--resume", ckpt, "--backends", *backends,
                  "--precisions", "fp32", "fp16", "int8", "--batch-sizes", *map(str, args.bench_batches),
+                 "--max-seconds", str(args.bench_seconds),
                  "--output-json", bench, "--output-md", os.path.join(results, "benchmark.md")]
     for precision in ("fp32", "fp16", "int8"):
         bench_cmd += ["--onnx", f"{precision}={onnx[precision]}"]
@@ -135,15 +160,16 @@ def run(steps: List[Step], force: List[str]) -> List[dict]:
     summary = []
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.name}"
-        if step.name not in force and step.is_fresh():
-            print(f"{head}: up to date, skipped", flush=True)
-            summary.append({"step": step.name, "status": "skipped (up to date)", "seconds": 0.0})
-            continue
         if step.note:
             print(f"{head}: {step.note}", flush=True)
             for out in step.outputs:
-                write_json(out, {"status": step.note})
+                if out.endswith(".json"):
+                    write_json(out, {"status": step.note})
             summary.append({"step": step.name, "status": step.note.split(":")[0], "seconds": 0.0})
+            continue
+        if step.name not in force and step.is_fresh():
+            print(f"{head}: up to date, skipped", flush=True)
+            summary.append({"step": step.name, "status": "skipped (up to date)", "seconds": 0.0})
             continue
         for out in step.outputs:
             os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -164,6 +190,7 @@ def main() -> None:
     p.add_argument("--data-path", default="datasets/digits", help="ImageNet-style root with train/ and val/")
     p.add_argument("--batch-size", type=int, default=64, help="batch for evaluation and QAT")
     p.add_argument("--bench-batches", type=int, nargs="+", default=[1, 16, 64, 256], help="benchmark batch sizes")
+    p.add_argument("--bench-seconds", type=float, default=3.0, help="time limit per benchmark cell")
     p.add_argument("--output", default="output", help="training output root")
     p.add_argument("--weights", default="weights", help="folder for ONNX files and engines")
     p.add_argument("--results", default="results", help="folder for metrics and the report")
@@ -171,7 +198,8 @@ def main() -> None:
     args = p.parse_args()
     if args.resume and not os.path.isfile(args.resume):
         raise UserError(f"checkpoint {args.resume} does not exist: pass the .pth file to deploy.")
-    os.makedirs(args.weights, exist_ok=True)
+    for folder in (args.weights, os.path.join(args.results, "accuracy")):
+        os.makedirs(folder, exist_ok=True)
     start = time.perf_counter()
     summary = run(plan(args), args.force)
     print(format_table(summary))

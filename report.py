@@ -20,6 +20,8 @@ from utils import UserError, atomic_path, run_main, write_json
 
 BACKEND_ORDER = ["pytorch", "onnxrt", "tensorrt"]
 PRECISION_ORDER = ["fp32", "amp", "fp16", "int8", "fp8"]
+# trt/benchmark.py's backend names → the accuracy files' names
+BENCH_TO_ACCURACY = {"eager": "pytorch", "ort": "onnxrt", "trt": "tensorrt"}
 BACKEND_NAMES = {"pytorch": "PyTorch", "onnxrt": "ONNX Runtime", "tensorrt": "TensorRT"}
 
 
@@ -60,11 +62,15 @@ def accuracy_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
+def bench_rows(bench: Optional[Dict]) -> List[Dict]:
+    return list((bench or {}).get("results") or (bench or {}).get("rows") or [])
+
+
 def throughput_table(bench: Optional[Dict]) -> str:
     """Rows: batch sizes; columns: backend/precision, images/s (as trt/benchmark.py measured them)."""
-    if not bench or not bench.get("rows"):
+    rows = bench_rows(bench)
+    if not rows:
         return "_no benchmark results_"
-    rows = bench["rows"]
     columns = []
     for r in rows:
         if r["column"] not in columns:
@@ -76,12 +82,12 @@ def throughput_table(bench: Optional[Dict]) -> str:
         vals = []
         for c in columns:
             r = cell.get((b, c))
-            vals.append("–" if r is None else (f"{r['images_per_s']:.1f}" if r.get("images_per_s") else r.get("status", "–")))
+            vals.append("–" if r is None else (f"{r['images_per_s']:.1f}" if r.get("images_per_s") else r.get("note", "–")))
         lines.append(f"| {b} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
-def plot(rows: List[Dict], bench: Optional[Dict], path: str) -> None:
+def plot(rows: List[Dict], bench: Optional[Dict], path: str, title: str = "") -> None:
     """Acc@1 against images/s, one point per backend and precision (speed from the benchmark's best batch)."""
     import matplotlib
 
@@ -89,9 +95,9 @@ def plot(rows: List[Dict], bench: Optional[Dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     best = {}
-    for r in (bench or {}).get("rows", []):
+    for r in bench_rows(bench):
         if r.get("images_per_s"):
-            key = (r.get("backend"), r.get("precision"))
+            key = (BENCH_TO_ACCURACY.get(r.get("backend"), r.get("backend")), r.get("precision"))
             best[key] = max(best.get(key, 0.0), r["images_per_s"])
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for r in rows:
@@ -104,7 +110,7 @@ def plot(rows: List[Dict], bench: Optional[Dict], path: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("images/s (best batch of the benchmark; end-to-end eval where not benchmarked)")
     ax.set_ylabel("Acc@1 (%)")
-    ax.set_title((bench or {}).get("title", "accuracy against speed"), fontsize=9)
+    ax.set_title(title or "accuracy against speed", fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -119,17 +125,15 @@ def write_report(results: str, title: str = "") -> Dict:
     bench = load_benchmark(results)
     md = [f"# {title or 'Deployment report'}", "", "## Accuracy", "", accuracy_table(rows), "",
           "## Throughput (images/s)", "", throughput_table(bench), ""]
-    if bench and bench.get("machine"):
-        md += [f"Measured on: {bench['machine']}", ""]
-    if bench and bench.get("trtexec"):
-        md += ["trtexec command lines for the engines:", "", "```"] + bench["trtexec"] + ["```", ""]
+    if bench and bench.get("devices"):
+        md += [f"Measured on {bench.get('date', '')}: {', '.join(map(str, bench['devices']))}; torch {bench.get('torch', '')}", ""]
     md += ["![Acc@1 against images/s](accuracy_vs_speed.png)", ""]
     with atomic_path(os.path.join(results, "report.md")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("\n".join(md))
     report = {"accuracy": rows, "throughput": bench}
     write_json(os.path.join(results, "report.json"), report)
-    plot(rows, bench, os.path.join(results, "accuracy_vs_speed.png"))
+    plot(rows, bench, os.path.join(results, "accuracy_vs_speed.png"), title)
     return report
 
 

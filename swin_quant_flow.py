@@ -49,7 +49,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cfg", required=True, metavar="FILE", help="model config under configs/")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE", help="override config keys")
-    p.add_argument("--resume", required=True, help="plain checkpoint (with --quantize) or a quantized one to resume")
+    p.add_argument("--resume", help="plain checkpoint (with --quantize) or a quantized one to resume")
     p.add_argument("--data-path", help="ImageNet-style root with train/ (calibration, QAT) and val/")
     p.add_argument("--batch-size", type=int, help="images per process and step (calibration, QAT, evaluation)")
     p.add_argument("--quantize", action="store_true", help="calibrate and fine-tune the plain checkpoint --resume")
@@ -147,6 +147,8 @@ def finetune(model: nn.Module, config: CfgNode, device: torch.device, rank: int,
 def run_flow(config: CfgNode, args: argparse.Namespace, device: torch.device, rank: int, world_size: int,
              logger: logging.Logger) -> Dict[str, Any]:
     """The whole flow (see the module docstring); returns the metrics rows, files and export report."""
+    if not config.MODEL.RESUME:
+        raise UserError("no --resume given: pass a trained checkpoint (with --quantize) or a *_qat.pth / *_ptq.pth to resume.")
     if not config.DATA.DATA_PATH:
         raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
     check_quant_options(config.QUANT.FORMAT, config.QUANT.CALIB_METHOD)

@@ -89,8 +89,6 @@ def torch_runner(model: torch.nn.Module, precision: str, compiled: bool, compile
     if precision not in ("fp32", "fp16"):
         raise UserError(f"PyTorch rows take fp32 or fp16, not {precision!r}: INT8/FP8 speed is a TensorRT question.")
     if compiled:
-        import torch._dynamo
-
         torch._dynamo.reset()  # a fresh cache per column: 4 batch sizes x precisions must not hit the recompile limit
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
     forward = torch.compile(model, mode=compile_mode, dynamic=False) if compiled else model
@@ -171,7 +169,13 @@ def format_markdown(results: List[Dict[str, Any]], batch_sizes: Sequence[int]) -
         values = []
         for column in columns:
             r = cell.get((column, batch))
-            values.append("" if r is None else (f"{r['images_per_s']:.0f}" if r.get("images_per_s") else r.get("note", "")))
+            if r is None:
+                values.append("")
+            elif r.get("images_per_s"):
+                rate = r["images_per_s"]
+                values.append(f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}")
+            else:
+                values.append(r.get("note", ""))
         lines.append(f"| {batch} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
