@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from checkpoints import latest_checkpoint, save_final, save_training_checkpoint, unwrap
+from checkpoints import latest_checkpoint, save_final, save_training_checkpoint
 from config import get_config
 from data import build_loader, build_mixup
 from distributed import barrier, cleanup, init_distributed
@@ -25,7 +25,7 @@ from lr_scheduler import build_scheduler, scaled_learning_rates
 from models import build_model, load_weights
 from optimizer import build_optimizer
 from train_loop import build_criterion, train_one_epoch
-from utils import UserError, create_logger, format_table, load_checkpoint_file, run_main, write_json
+from utils import UserError, atomic_write_bytes, create_logger, format_table, load_checkpoint_file, run_main, write_json
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -132,8 +132,7 @@ def main(argv=None) -> None:
         logger = create_logger("swin", output_dir, rank)
         seed_everything(config.SEED + rank)
         if rank == 0:
-            with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as f:
-                f.write(config.dump())
+            atomic_write_bytes(os.path.join(output_dir, "config.yaml"), config.dump().encode())
         logger.info("%s on %s, %d process(es)", config.MODEL.NAME, device, world_size)
         model, runner = prepare_model(config, device, args.compile, world_size)
         if config.EVAL_MODE:

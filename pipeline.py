@@ -22,10 +22,11 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional
 
 from config import get_config
+from trt.backend import load_backend, runtime_unavailable_reason
 from utils import UserError, format_table, run_main, write_json
 
 PY = sys.executable
@@ -51,7 +52,6 @@ class Step:
     inputs: List[str]
     outputs: List[str]
     note: str = ""  # written instead of running (a step that cannot run here)
-    env: dict = field(default_factory=dict)
 
     def is_fresh(self) -> bool:
         if not all(os.path.exists(o) for o in self.outputs) or any(map(_is_placeholder, self.outputs)):
@@ -61,24 +61,16 @@ class Step:
 
 
 def tensorrt_runtime_available() -> Optional[str]:
-    """None when a TensorRT runtime and a CUDA GPU are present, else the reason they are not."""
-    try:
-        import torch
-    except ImportError:
-        return "PyTorch missing"
-    if not torch.cuda.is_available():
-        return "not run: no CUDA GPU on this machine (engines were built with the TensorRT-RTX builder only)"
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "not run: no TensorRT runtime (the `tensorrt` module) on this machine; TensorRT-RTX cannot run engines on compute capability 9.0"
-    return None
+    """None when full TensorRT and a CUDA GPU are present, else the reason ("not run: ...").
+
+    Only the ``tensorrt`` module counts: TensorRT-RTX refuses the Hopper GPUs this project was run on.
+    """
+    reason = runtime_unavailable_reason(("tensorrt",))
+    return f"not run: {reason}" if reason else None
 
 
 def tensorrt_builder_available() -> Optional[str]:
     """None when a TensorRT-family builder imports (tensorrt or TensorRT-RTX), else the reason."""
-    from trt.backend import load_backend
-
     try:
         load_backend("auto")
     except UserError:
@@ -171,11 +163,9 @@ def run(steps: List[Step], force: List[str]) -> List[dict]:
             print(f"{head}: up to date, skipped", flush=True)
             summary.append({"step": step.name, "status": "skipped (up to date)", "seconds": 0.0})
             continue
-        for out in step.outputs:
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         print(f"{head}: {' '.join(step.command[1:])}", flush=True)
         start = time.perf_counter()
-        proc = subprocess.run(step.command, env=dict(os.environ, **step.env))
+        proc = subprocess.run(step.command)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise UserError(f"step '{step.name}' failed (exit {proc.returncode}); fix the cause above and rerun the same command to continue from it.")
@@ -198,6 +188,7 @@ def main() -> None:
     args = p.parse_args()
     if args.resume and not os.path.isfile(args.resume):
         raise UserError(f"checkpoint {args.resume} does not exist: pass the .pth file to deploy.")
+    # the folders the steps write into; each step makes its own files (and make_digits its own folder)
     for folder in (args.weights, os.path.join(args.results, "accuracy")):
         os.makedirs(folder, exist_ok=True)
     start = time.perf_counter()

@@ -63,28 +63,18 @@ def accuracy_table(rows: List[Dict]) -> str:
 
 
 def bench_rows(bench: Optional[Dict]) -> List[Dict]:
-    return list((bench or {}).get("results") or (bench or {}).get("rows") or [])
+    """The cells trt/benchmark.py wrote (its ``--output-json``)."""
+    return list((bench or {}).get("results") or [])
 
 
 def throughput_table(bench: Optional[Dict]) -> str:
-    """Rows: batch sizes; columns: backend/precision, images/s (as trt/benchmark.py measured them)."""
+    """Rows: batch sizes; columns: backend/precision; cells: images/s, as trt/benchmark.py prints them."""
+    from trt.benchmark import format_markdown
+
     rows = bench_rows(bench)
     if not rows:
         return "_no benchmark results_"
-    columns = []
-    for r in rows:
-        if r["column"] not in columns:
-            columns.append(r["column"])
-    batches = sorted({r["batch"] for r in rows})
-    cell = {(r["batch"], r["column"]): r for r in rows}
-    lines = ["| batch | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for b in batches:
-        vals = []
-        for c in columns:
-            r = cell.get((b, c))
-            vals.append("–" if r is None else (f"{r['images_per_s']:.1f}" if r.get("images_per_s") else r.get("note", "–")))
-        lines.append(f"| {b} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+    return format_markdown(rows, sorted({r["batch"] for r in rows}))
 
 
 def plot(rows: List[Dict], bench: Optional[Dict], path: str, title: str = "") -> None:

@@ -33,7 +33,7 @@ def write_digits(output: str, size: int = SIZE, seed: int = SEED) -> dict:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+    if os.path.exists(output):
         raise UserError(f"{output} already exists: remove it or choose another --output.")
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
@@ -49,8 +49,6 @@ def write_digits(output: str, size: int = SIZE, seed: int = SEED) -> dict:
                 os.makedirs(folder, exist_ok=True)
                 im = Image.fromarray(images[i], mode="L").resize((size, size), Image.BICUBIC).convert("RGB")
                 im.save(os.path.join(folder, f"{i:04d}.png"))
-        if os.path.isdir(output):
-            os.rmdir(output)  # an empty folder made beforehand
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):

@@ -136,15 +136,9 @@ def tiny_onnx(tmp_path_factory) -> dict:
 
 def trt_runtime_reason() -> str | None:
     """Why TensorRT engines cannot run here (None when they might): no GPU, or no TensorRT-family module."""
-    import importlib.util
+    from trt.backend import runtime_unavailable_reason
 
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU here: running a TensorRT engine needs one (TensorRT-RTX builds on the CPU but cannot run)"
-    if not any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")):
-        return "no TensorRT Python module installed"
-    return None
+    return runtime_unavailable_reason()
 
 
 def load_engine_or_skip(path, **kwargs):

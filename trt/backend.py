@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import logging
 from types import ModuleType
 from typing import Dict, Optional, Tuple
@@ -131,6 +132,15 @@ def torch_dtype(trt_dtype) -> torch.dtype:
 def dtype_name(trt_dtype) -> str:
     """``DataType.HALF`` -> ``HALF`` for any backend's enum."""
     return getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
+
+
+def runtime_unavailable_reason(modules: Tuple[str, ...] = ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")) -> Optional[str]:
+    """Why TensorRT engines cannot run here (None when they might): no GPU, or none of ``modules`` installed."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here: running a TensorRT engine needs one (TensorRT-RTX builds on the CPU but cannot run)"
+    if not any(importlib.util.find_spec(m) for m in modules):
+        return f"no TensorRT Python module installed ({' or '.join(modules)})"
+    return None
 
 
 def cuda_device_summary() -> Optional[Dict[str, str]]:
