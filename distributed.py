@@ -7,12 +7,21 @@ from typing import Tuple
 import torch
 import torch.distributed as dist
 
+from utils import UserError
+
+BACKEND_ENV = "SWIN_DIST_BACKEND"  # nccl (default with GPUs) or gloo (CPU, or several processes sharing a GPU)
+
 
 def init_distributed(device_arg: str = "auto") -> Tuple[torch.device, int, int]:
-    """Start the process group when launched by torchrun; pick the device.
+    """Start the process group when launched by torchrun; pick the device (rank ``LOCAL_RANK`` takes GPU LOCAL_RANK).
+
+    The backend is NCCL with GPUs and gloo without; ``SWIN_DIST_BACKEND=gloo`` lets several processes share one GPU.
 
     Returns:
         (device, rank, world_size); (device, 0, 1) outside torchrun.
+
+    Raises:
+        UserError: an unknown backend, or more NCCL processes than GPUs.
     """
     use_cuda = torch.cuda.is_available() and device_arg in ("auto", "cuda")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -24,7 +33,15 @@ def init_distributed(device_arg: str = "auto") -> Tuple[torch.device, int, int]:
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        backend = os.environ.get(BACKEND_ENV) or ("nccl" if use_cuda else "gloo")
+        if backend not in ("nccl", "gloo"):
+            raise UserError(f"{BACKEND_ENV}={backend!r} is not a backend here: use nccl or gloo.")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        if backend == "nccl" and local_world > torch.cuda.device_count():
+            raise UserError(f"{local_world} processes on a machine with {torch.cuda.device_count()} GPU(s): NCCL needs "
+                            f"one GPU per process; pass --nproc_per_node {torch.cuda.device_count()}, or set "
+                            f"{BACKEND_ENV}=gloo to share GPUs (slow; for testing).")
+        dist.init_process_group(backend)
     return device, rank, world_size
 
 

@@ -36,7 +36,7 @@ from data import build_loader
 from distributed import barrier, cleanup, init_distributed
 from evaluation import evaluate_model
 from models import build_model, load_weights
-from quant.calibrate import build_calib_loader, calibrate
+from quant.calibrate import amax_digests_over_ranks, build_calib_loader, calibrate
 from quant.checkpoint import is_quant_checkpoint, load_quant_checkpoint, save_quant_checkpoint
 from quant.export import default_paths, export_quantized
 from quant.finetune import QATFineTuner
@@ -125,7 +125,7 @@ def finetune(model: nn.Module, config: CfgNode, device: torch.device, rank: int,
     """QAT epochs ``start_epoch .. QUANT.FINETUNE_EPOCHS-1`` (DDP over ranks), saving the checkpoint after each.
 
     Returns:
-        the final optimizer/scheduler/scaler state, for the last checkpoint.
+        (the final optimizer/scheduler/scaler state, for the last checkpoint; per-epoch training stats).
     """
     runner = model
     if world_size > 1:
@@ -140,8 +140,8 @@ def finetune(model: nn.Module, config: CfgNode, device: torch.device, rank: int,
             save(epoch, tuner.state_dict(), {"train": stats})
         barrier()
 
-    tuner.run(start_epoch, save_epoch)
-    return tuner.state_dict()
+    history = tuner.run(start_epoch, save_epoch)
+    return tuner.state_dict(), history
 
 
 def run_flow(config: CfgNode, args: argparse.Namespace, device: torch.device, rank: int, world_size: int,
@@ -154,8 +154,10 @@ def run_flow(config: CfgNode, args: argparse.Namespace, device: torch.device, ra
     check_quant_options(config.QUANT.FORMAT, config.QUANT.CALIB_METHOD)
     os.makedirs(args.output, exist_ok=True)
     val_loader = build_loader(config, "val")
+    result: Dict[str, Any] = {"world_size": world_size}
     if args.quantize:
         model, rows = calibrated_model(config, device, val_loader, args.skip_fp32_eval, logger)
+        result["calib_amax_digests"] = amax_digests_over_ranks(model)
         info = {"format": config.QUANT.FORMAT, "calib_method": config.QUANT.CALIB_METHOD}
         start_epoch, trainer_state = 0, None
     else:
@@ -173,14 +175,15 @@ def run_flow(config: CfgNode, args: argparse.Namespace, device: torch.device, ra
     if args.quantize and rank == 0:
         save(paths["ptq"], -1, None, rows[-1])
     if start_epoch < config.QUANT.FINETUNE_EPOCHS:
-        trainer_state = finetune(model, config, device, rank, world_size, start_epoch, trainer_state,
-                                 lambda epoch, trainer, metrics: save(paths["qat"], epoch, trainer, metrics))
+        trainer_state, history = finetune(model, config, device, rank, world_size, start_epoch, trainer_state,
+                                          lambda epoch, trainer, metrics: save(paths["qat"], epoch, trainer, metrics))
+        result["qat_train"] = history
         rows.append(evaluate_stage("qat", model, val_loader, device, logger))
         if rank == 0:
             save(paths["qat"], config.QUANT.FINETUNE_EPOCHS - 1, trainer_state, rows[-1])
     elif not args.quantize:
         rows.append(evaluate_stage("restored", model, val_loader, device, logger))
-    result: Dict[str, Any] = {"format": fmt, "rows": rows, "files": paths}
+    result.update(format=fmt, rows=rows, files=paths)
     if rank == 0:
         result["onnx"] = export_stage(model, paths["onnx"], config, fmt, args.check_onnx, rows)
     return result

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.fast_loader import GpuDecodePrefetcher, GpuPrefetcher, build_encoded_loader, build_uint8_loader, sample_list
+from data.fast_loader import GpuPrefetcher, build_uint8_loader, sample_list
+from data.gpu_decode import GpuDecodePrefetcher, build_encoded_loader
 from utils import format_table, run_main, write_json
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -8,9 +8,9 @@ quarter of the bytes of float32) come back in pinned memory;
 :class:`GpuPrefetcher` copies the next batch to the GPU on a side CUDA stream
 and normalises it there while the current batch is being computed.
 
-:class:`GpuDecodePrefetcher` is the alternative for machines whose CPUs cannot
-keep up: workers only read the files, and JPEGs are decoded with nvJPEG and
-resized on the GPU (``torchvision.io.decode_jpeg(device=...)``).
+:class:`data.gpu_decode.GpuDecodePrefetcher` is the alternative for machines whose
+CPUs cannot keep up: workers only read the files, JPEGs are decoded with nvJPEG
+and the whole batch is resized on the GPU at once.
 """
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
 from utils import UserError
 
 _LOG = logging.getLogger("swin")
 CROP_RATIO = 224 / 256  # the original's evaluation crop: resize to size / CROP_RATIO, then centre crop
-_INTERPOLATION = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.InterpolationMode.BILINEAR,
+INTERPOLATION = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.InterpolationMode.BILINEAR,
                   "random": F.InterpolationMode.BICUBIC}
 
 
@@ -57,7 +57,7 @@ def resize_for_eval(image: torch.Tensor, size: int, crop: bool = True, interpola
     ``crop``: short side to ``int(size / CROP_RATIO)`` then a centre crop (TEST.CROP True);
     else a plain resize to ``size`` x ``size``.
     """
-    mode = _INTERPOLATION[interpolation]
+    mode = INTERPOLATION[interpolation]
     if crop:
         image = F.resize(image, [int(size / CROP_RATIO)], interpolation=mode, antialias=True)
         return F.center_crop(image, [size, size])  # 3, size, size
@@ -76,7 +76,7 @@ class UInt8EvalDataset(Dataset):
 
     def __init__(self, samples: Sequence[Tuple[str, int]], size: int, crop: bool = True,
                  interpolation: str = "bicubic") -> None:
-        if interpolation not in _INTERPOLATION:
+        if interpolation not in INTERPOLATION:
             raise UserError(f"DATA.INTERPOLATION {interpolation!r} is not known: use bicubic or bilinear.")
         self.samples = list(samples)
         self.size, self.crop, self.interpolation = size, crop, interpolation
@@ -180,67 +180,3 @@ def sample_list(root: str) -> List[Tuple[str, int]]:
 
     _, class_to_idx = find_classes(root)
     return make_dataset(root, class_to_idx, extensions=IMG_EXTENSIONS)
-
-
-class EncodedDataset(Dataset):
-    """``(path, label)`` samples -> ``(file bytes as a uint8 tensor, label)``: the workers only read."""
-
-    def __init__(self, samples: Sequence[Tuple[str, int]]) -> None:
-        self.samples = list(samples)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int, str]:
-        path, label = self.samples[index]
-        return read_file(path), label, path
-
-
-def _collate_encoded(batch: List[Tuple[torch.Tensor, int, str]]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
-    # one tensor per batch: hundreds of small shared tensors would exhaust the workers' file descriptors
-    lengths = torch.tensor([len(b[0]) for b in batch])
-    return torch.cat([b[0] for b in batch]), lengths, torch.tensor([b[1] for b in batch]), [b[2] for b in batch]
-
-
-def build_encoded_loader(samples: Sequence[Tuple[str, int]], batch_size: int, num_workers: int,
-                         prefetch_factor: int = 4) -> DataLoader:
-    """Ordered loader of ``(concatenated file bytes, byte lengths, labels, paths)`` for :class:`GpuDecodePrefetcher`."""
-    extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
-    return DataLoader(EncodedDataset(samples), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=_collate_encoded, **extra)
-
-
-class GpuDecodePrefetcher(GpuPrefetcher):
-    """Like :class:`GpuPrefetcher`, but JPEG decoding and resizing run on the GPU (nvJPEG), one batch ahead.
-
-    Files nvJPEG cannot decode (PNG, CMYK JPEG...) are decoded on the CPU instead. Resizing is done in
-    float on the GPU and clamped to [0, 255], which differs from the uint8 CPU path by rounding only.
-
-    Args:
-        loader: from :func:`build_encoded_loader`.
-        device: a CUDA device.
-        size, crop, interpolation: evaluation geometry (see :func:`resize_for_eval`).
-        mean, std, dtype: as for :class:`GpuPrefetcher`.
-    """
-
-    def __init__(self, loader: DataLoader, device: torch.device, size: int, crop: bool, interpolation: str,
-                 mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32) -> None:
-        super().__init__(loader, device, mean, std, dtype)
-        self.size, self.crop, self.interpolation = size, crop, interpolation
-
-    def _prepare(self, batch) -> Tuple[torch.Tensor, torch.Tensor]:
-        data, lengths, target, paths = batch
-        encoded = list(torch.split(data, lengths.tolist()))  # one 1-D uint8 tensor per file
-        try:
-            images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
-        except RuntimeError:  # a file nvJPEG does not take: one by one, falling back to the CPU
-            images = []
-            for data, path in zip(encoded, paths):
-                try:
-                    images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
-                except RuntimeError:
-                    images.append(decode_rgb(path).to(self.device, non_blocking=True))
-        batch_out = torch.empty((len(images), 3, self.size, self.size), device=self.device)  # B, 3, size, size
-        for i, image in enumerate(images):
-            batch_out[i] = resize_for_eval(image.float(), self.size, self.crop, self.interpolation).clamp_(0, 255)
-        return torch.addcmul(self.shift, batch_out, self.scale).to(self.dtype), target

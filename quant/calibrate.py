@@ -16,10 +16,11 @@ Weights always take their per-channel max.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
-from typing import Dict
+from typing import Dict, List
 
 import torch
 import torch.distributed as dist
@@ -101,6 +102,27 @@ def sync_amax(model: nn.Module) -> None:
         amax = getattr(m, "_amax", None) if isinstance(m, TensorQuantizer) else None
         if amax is not None:
             dist.all_reduce(amax, op=dist.ReduceOp.MAX)
+
+
+def amax_digests_over_ranks(model: nn.Module) -> List[str]:
+    """SHA-256 of every quantizer's amax (module order, float32 bytes), one per rank (``[own]`` outside torch.distributed).
+
+    Raises:
+        RuntimeError: the ranks hold different ranges (they must not after :func:`sync_amax`).
+    """
+    digest = hashlib.sha256()
+    for name, m in model.named_modules():
+        amax = getattr(m, "_amax", None) if isinstance(m, TensorQuantizer) else None
+        if amax is not None:
+            digest.update(name.encode())
+            digest.update(amax.detach().float().cpu().numpy().tobytes())
+    digests = [digest.hexdigest()]
+    if is_distributed():
+        digests = [None] * dist.get_world_size()
+        dist.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"calibration ranges differ between ranks (amax digests {digests})")
+    return digests
 
 
 def calibrate(model: nn.Module, loader: DataLoader, config: CfgNode, device: torch.device) -> nn.Module:

@@ -7,6 +7,7 @@ folder, by the project's own commands (``python -m data.make_digits``,
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,17 @@ def trained_micro(digits_dir, tmp_path_factory) -> dict:
              "--output-json", str(metrics)])
     ckpt = out / "swin_micro_digits" / "default" / "ckpt_final.pth"
     return {"checkpoint": ckpt, "metrics": json.loads(metrics.read_text()), "output": out, "data": digits_dir}
+
+
+def small_digits(source: Path, target: Path, train_per_class: int, val_per_class: int) -> Path:
+    """A few images per class of the digits dataset, for runs that only need to exercise the code."""
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for folder in sorted((source / split).iterdir()):
+            dest = target / split / folder.name
+            dest.mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:count]:
+                shutil.copy(image, dest / image.name)
+    return target
 
 
 # --- ONNX export (issue 3) -------------------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+import torch
+
 from conftest import MICRO_CFG, REPO, run_cmd
+from utils import UserError
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -82,3 +86,16 @@ def test_user_mistakes_end_with_one_sentence(tmp_path, digits_dir):
         proc = run_cmd(["main.py", *args, "--output", str(tmp_path)], check=False)
         assert proc.returncode == 2, (args, proc.stderr[-1000:])
         assert phrase in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr[-1000:])
+
+
+@pytest.mark.parametrize("backend,message", [("mpi", "is not a backend here"), ("nccl", "NCCL needs one GPU per process")])
+def test_distributed_setup_refuses_a_backend_it_cannot_run(monkeypatch, backend, message):
+    import distributed
+
+    if backend == "nccl" and torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has a GPU for each of the 2 processes")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv(distributed.BACKEND_ENV, backend)
+    with pytest.raises(UserError, match=message):
+        distributed.init_distributed()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import onnx
@@ -11,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import MICRO_CFG, TINY_CFG, build_with_trt_rtx, run_cmd
+from conftest import MICRO_CFG, TINY_CFG, build_with_trt_rtx, run_cmd, small_digits
 from config import get_config
 from models import build_model, load_weights
 from models.swin_transformer import SwinTransformerBlock, WindowAttention
@@ -284,17 +283,6 @@ def test_quantized_checkpoint_of_another_config_is_a_user_error(tmp_path):
         load_quant_checkpoint(other, str(path))
 
 
-def small_digits(source: Path, target: Path, train_per_class: int, val_per_class: int) -> Path:
-    """A few images per class of the digits dataset, for runs that only need to exercise the code."""
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for folder in sorted((source / split).iterdir()):
-            dest = target / split / folder.name
-            dest.mkdir(parents=True)
-            for image in sorted(folder.iterdir())[:count]:
-                shutil.copy(image, dest / image.name)
-    return target
-
-
 def test_torchrun_two_processes_calibrate_like_one_and_finetune_with_ddp(trained_micro, tmp_path):
     data = small_digits(trained_micro["data"], tmp_path / "digits", 8, 4)
     config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(data), "QUANT.CALIB_METHOD", "percentile"])
@@ -308,6 +296,9 @@ def test_torchrun_two_processes_calibrate_like_one_and_finetune_with_ddp(trained
     result = json.loads(report.read_text())
     assert [row["stage"] for row in result["rows"]] == ["ptq", "qat"]
     assert all(row["images"] == 40 for row in result["rows"]), "each val image evaluated once over both ranks"
+    assert result["world_size"] == 2 and len(result["calib_amax_digests"]) == 2
+    assert len(set(result["calib_amax_digests"])) == 1, "both ranks hold the same calibration ranges"
+    assert len(result["qat_train"]) == 1 and result["qat_train"][0]["images_per_s"] > 0
     calibrate(model, build_calib_loader(config, 2, 16), config, torch.device("cpu"))
     single = amax_state(model)
     ranks = build_model(config)

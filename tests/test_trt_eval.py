@@ -10,8 +10,10 @@ from PIL import Image
 
 from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd
 from config import get_config
-from data.fast_loader import (GpuDecodePrefetcher, GpuPrefetcher, build_encoded_loader, build_fast_eval_loader,
-                              build_uint8_loader, decode_rgb, resize_for_eval, sample_list)
+from data.fast_loader import (GpuPrefetcher, build_fast_eval_loader, build_uint8_loader, decode_rgb, resize_for_eval,
+                              sample_list)
+from data.gpu_decode import GpuDecodePrefetcher, build_encoded_loader
+from data.resize_matrices import eval_resize_matrices
 from trt.eval_trt import check_engine_config
 from trt.metadata import read_metadata
 from utils import UserError
@@ -66,6 +68,44 @@ def test_gpu_decode_pipeline_gives_the_same_images_up_to_rounding(tmp_path):
         levels = (x - gx).abs() * std * 255  # uint8 resize rounds, the float one does not
         assert torch.equal(y, gy) and x.shape == gx.shape
         assert levels.mean().item() < 0.6 and levels.max().item() <= 4
+
+
+@pytest.mark.parametrize("height,width,crop,interpolation", [(375, 500, True, "bicubic"), (513, 341, True, "bicubic"),
+                                                              (257, 256, True, "bilinear"), (300, 410, False, "bicubic")])
+def test_resize_matrices_reproduce_torchvision_resize_and_centre_crop(height, width, crop, interpolation):
+    from torchvision.transforms.v2 import functional as F
+
+    image = torch.rand(3, height, width, dtype=torch.float64) * 255  # 3, H, W
+    rows, cols = eval_resize_matrices(height, width, 224, crop, interpolation)
+    mode = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.InterpolationMode.BILINEAR}[interpolation]
+    if crop:
+        reference = F.center_crop(F.resize(image, [256], interpolation=mode, antialias=True), [224, 224])
+    else:
+        reference = F.resize(image, [224, 224], interpolation=mode, antialias=True)
+    torch.testing.assert_close(rows.double().T @ image @ cols.double(), reference, atol=1e-3, rtol=0)
+
+
+def test_batch_resizer_pads_without_leaking_padding_into_the_output():
+    from data.resize_matrices import BatchResizer
+
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in ((375, 500), (500, 375), (260, 300))]
+    batch = BatchResizer(224, True, "bicubic", torch.device("cpu"))(images)  # padded to 500 x 500 inside
+    alone = torch.cat([BatchResizer(224, True, "bicubic", torch.device("cpu"))([image]) for image in images])
+    assert batch.shape == (3, 3, 224, 224)
+    torch.testing.assert_close(batch, alone, atol=1e-3, rtol=0)
+    reference = torch.stack([resize_for_eval(image.float(), 224) for image in images]).clamp(0, 255)
+    torch.testing.assert_close(batch, reference, atol=1e-2, rtol=0)
+
+
+def test_auto_loader_decodes_jpegs_on_the_gpu_and_other_files_in_workers(digits_dir, tmp_path):
+    from benchmarks.data_pipeline import write_jpegs
+    from trt.eval_trt import _val_images_are_jpeg, gpu_batches
+
+    write_jpegs(str(tmp_path / "val"), 2, workers=1)
+    jpegs, pngs = (get_config(MICRO_CFG, DATA__DATA_PATH=str(path)) for path in (tmp_path, digits_dir))
+    assert _val_images_are_jpeg(jpegs) and not _val_images_are_jpeg(pngs)
+    on_cpu = gpu_batches(jpegs, "auto", torch.device("cpu"), torch.float32, 2, 0)
+    assert type(on_cpu) is GpuPrefetcher, "no GPU: decode in the workers"
 
 
 def test_unreadable_image_is_named(tmp_path):
