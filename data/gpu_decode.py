@@ -5,11 +5,15 @@ processes read the files' bytes (cheap); the main process hands a whole batch
 to ``torchvision.io.decode_jpeg(list, device="cuda")`` (nvJPEG's batched
 decoder, which uses the GPU's hardware JPEG engines where it has them) and
 resizes + crops the decoded images in one pair of batched matrix products
-(data/resize_matrices.py), then normalises, all one batch ahead on a side stream.
+(data/resize_matrices.py), then normalises, on a side stream in a producer
+thread that runs up to two batches ahead of the caller.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+import contextlib
+import queue
+import threading
+from typing import Iterator, List, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -58,12 +62,66 @@ class GpuDecodePrefetcher(GpuPrefetcher):
         device: a CUDA device (the CPU works too, for tests).
         size, crop, interpolation: evaluation geometry (see ``data.fast_loader.resize_for_eval``).
         mean, std, dtype: as for :class:`GpuPrefetcher`.
+        background: decode in a producer thread, up to ``depth`` batches ahead (else one batch ahead, inline).
     """
 
     def __init__(self, loader: DataLoader, device: torch.device, size: int, crop: bool, interpolation: str,
-                 mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32) -> None:
+                 mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32,
+                 background: bool = True, depth: int = 2) -> None:
         super().__init__(loader, device, mean, std, dtype)
         self.resize = BatchResizer(size, crop, interpolation, self.device)
+        self.background, self.depth = background, depth
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        if not self.background:
+            yield from super().__iter__()
+            return
+        # A producer thread decodes up to ``depth`` batches ahead. nvJPEG waits for its own stream, and while the
+        # caller's model fills the GPU that wait would otherwise stall the caller's next launches too.
+        ready: "queue.Queue" = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+
+        def hand_over(item) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+                for batch in self.loader:
+                    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                        images, target = self._prepare(batch)
+                        done = torch.cuda.Event() if side is not None else None
+                        if done is not None:
+                            done.record(side)
+                    if not hand_over((images, target, done)):
+                        return
+                hand_over(None)
+            except BaseException as err:  # the caller re-raises it
+                hand_over(err)
+
+        thread = threading.Thread(target=produce, name="gpu-decode", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                images, target, done = item
+                if done is not None:
+                    current = torch.cuda.current_stream(self.device)
+                    current.wait_event(done)
+                    images.record_stream(current)
+                yield images, target
+        finally:
+            stop.set()
 
     def _decode(self, encoded: List[torch.Tensor], paths: List[str]) -> List[torch.Tensor]:
         try:

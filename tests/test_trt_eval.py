@@ -57,7 +57,7 @@ def test_fast_loader_gives_the_same_batches_as_the_training_code_loader(digits_d
 def test_gpu_decode_pipeline_gives_the_same_images_up_to_rounding(tmp_path):
     from benchmarks.data_pipeline import IMAGENET_MEAN, IMAGENET_STD, write_jpegs
 
-    write_jpegs(str(tmp_path), 6, workers=1)
+    write_jpegs(str(tmp_path), 6, workers=1, subsampling=0)  # 4:4:4: nvJPEG and libjpeg-turbo decode it identically
     samples = sample_list(str(tmp_path))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the same code runs on either
     workers = GpuPrefetcher(build_uint8_loader(samples, 224, 4, 0), device, IMAGENET_MEAN, IMAGENET_STD)
@@ -97,15 +97,17 @@ def test_batch_resizer_pads_without_leaking_padding_into_the_output():
     torch.testing.assert_close(batch, reference, atol=1e-2, rtol=0)
 
 
-def test_auto_loader_decodes_jpegs_on_the_gpu_and_other_files_in_workers(digits_dir, tmp_path):
-    from benchmarks.data_pipeline import write_jpegs
-    from trt.eval_trt import _val_images_are_jpeg, gpu_batches
+@pytest.mark.parametrize("background", [True, False])
+def test_gpu_decode_names_an_unreadable_file_from_its_producer_thread(tmp_path, background):
+    from benchmarks.data_pipeline import IMAGENET_MEAN, IMAGENET_STD, write_jpegs
 
-    write_jpegs(str(tmp_path / "val"), 2, workers=1)
-    jpegs, pngs = (get_config(MICRO_CFG, DATA__DATA_PATH=str(path)) for path in (tmp_path, digits_dir))
-    assert _val_images_are_jpeg(jpegs) and not _val_images_are_jpeg(pngs)
-    on_cpu = gpu_batches(jpegs, "auto", torch.device("cpu"), torch.float32, 2, 0)
-    assert type(on_cpu) is GpuPrefetcher, "no GPU: decode in the workers"
+    write_jpegs(str(tmp_path), 3, workers=1)
+    (tmp_path / "class_00" / "zz_broken.JPEG").write_bytes(b"\xff\xd8 not really a jpeg")
+    batches = GpuDecodePrefetcher(build_encoded_loader(sample_list(str(tmp_path)), 2, 0), torch.device("cpu"), 224,
+                                  True, "bicubic", IMAGENET_MEAN, IMAGENET_STD, background=background)
+    with pytest.raises(UserError, match="zz_broken.JPEG cannot be decoded"):
+        for _ in batches:
+            pass
 
 
 def test_unreadable_image_is_named(tmp_path):
@@ -126,6 +128,16 @@ def test_data_pipeline_benchmark_writes_jpegs_and_reports_images_per_second(tmp_
     sizes = {Image.open(f).size for f in files}
     assert all(340 <= min(s) <= 410 and 465 <= max(s) <= 535 for s in sizes)  # about 500x375, both orientations
     assert "images_per_s" in proc.stdout
+
+
+def test_data_pipeline_benchmark_feeds_a_model_and_times_it_alone(tmp_path):
+    out = tmp_path / "pipeline.json"
+    run_cmd(["benchmarks/data_pipeline.py", "--folder", str(tmp_path / "jpegs"), "--num-files", "8", "--images", "16",
+             "--batch-size", "8", "--workers", "1", "--img-size", "32", "--gpu-decode", "--consumer-cfg", MICRO_CFG,
+             "--output-json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["pipeline"].split(" (")[0] for row in rows] == ["model alone", "fast", "GPU decode", "GPU decode"]
+    assert all(row["pipeline"].endswith("+ swin_micro_digits.yaml") and row["images"] >= 16 for row in rows)
 
 
 # --- eval_trt --------------------------------------------------------------------------------------------------------

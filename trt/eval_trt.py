@@ -6,16 +6,18 @@
 Reports Acc@1/Acc@5, the engine's own images/s (CUDA events around each
 engine call) and end-to-end images/s (wall clock, data included), and with
 ``--compare-checkpoint`` the top-1 agreement and largest logit difference
-with the PyTorch model in FP32 on the same GPU batches. With ``--loader fast``
+with the PyTorch model in FP32 on the same GPU batches. By default (``--loader fast``)
 images come from data/fast_loader.py (decode and resize in worker processes,
 copy and normalise on a side stream); ``--loader gpu-decode`` decodes JPEGs
 with nvJPEG and resizes whole batches on the GPU (data/gpu_decode.py);
 ``--loader pil`` uses the training code's loader. Batches outside the engine's profile are run in
 profile-sized chunks.
 
-The default ``--loader auto`` picks ``gpu-decode`` when the validation images
-are JPEGs (on the H100 machine it delivered 7,065 images/s against 3,013 for
-16 CPU workers; benchmarks/data_pipeline.py) and ``fast`` otherwise.
+``--loader gpu-decode`` is the fast path (7,065 images/s on the H100
+machine against 3,013 for 16 CPU workers; benchmarks/data_pipeline.py), but
+nvJPEG upsamples 4:2:0 chroma differently from libjpeg-turbo/PIL (decoded
+pixels differ by about 3 grey levels on average), so the default ``fast``
+decodes exactly as the PyTorch and ONNX Runtime evaluations do.
 """
 from __future__ import annotations
 
@@ -82,21 +84,9 @@ def check_engine_config(meta: Optional[Dict[str, Any]], config, engine_file: str
                             "config the engine was built for.")
 
 
-def _val_images_are_jpeg(config) -> bool:
-    """Whether the first image under DATA.DATA_PATH/val (in sorted order) is a JPEG file."""
-    root = os.path.join(config.DATA.DATA_PATH, "val")
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            return os.path.splitext(name)[1].lower() in (".jpg", ".jpeg")
-    return False
-
-
 def gpu_batches(config, loader_kind: str, device: torch.device, dtype: torch.dtype, batch_size: int,
                 workers: Optional[int]) -> Iterable:
-    """Normalised batches on ``device``: ``fast`` (uint8 workers), ``gpu-decode`` (nvJPEG), ``pil`` (data/build.py) or ``auto``."""
-    if loader_kind == "auto":
-        loader_kind = "gpu-decode" if device.type == "cuda" and _val_images_are_jpeg(config) else "fast"
+    """Normalised batches on ``device``: ``fast`` (uint8 workers), ``gpu-decode`` (nvJPEG), or ``pil`` (data/build.py)."""
     if loader_kind == "fast":
         from data.fast_loader import GpuPrefetcher, build_fast_eval_loader
 
@@ -191,9 +181,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data-path", help="ImageNet-style root holding val/")
     parser.add_argument("--batch-size", type=int, help="images per batch (default DATA.BATCH_SIZE)")
     parser.add_argument("--workers", type=int, help="loader worker processes (default DATA.NUM_WORKERS)")
-    parser.add_argument("--loader", choices=("auto", "fast", "gpu-decode", "pil"), default="auto",
-                        help="data pipeline: decode in workers (fast), with nvJPEG on the GPU, or the PIL loader; "
-                             "auto: gpu-decode for JPEGs, else fast")
+    parser.add_argument("--loader", choices=("fast", "gpu-decode", "pil"), default="fast",
+                        help="data pipeline: decode in workers (fast, decodes like PIL), with nvJPEG on the GPU "
+                             "(faster, chroma decoded slightly differently), or the PIL loader")
     parser.add_argument("--compare-checkpoint", help="PyTorch checkpoint to compare logits with")
     parser.add_argument("--cuda-graph", action="store_true", help="replay each batch size from a CUDA graph")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
