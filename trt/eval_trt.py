@@ -13,8 +13,8 @@ with nvJPEG and resizes whole batches on the GPU (data/gpu_decode.py);
 ``--loader pil`` uses the training code's loader. Batches outside the engine's profile are run in
 profile-sized chunks.
 
-``--loader gpu-decode`` is the fast path (7,065 images/s on the H100
-machine against 3,013 for 16 CPU workers; benchmarks/data_pipeline.py), but
+``--loader gpu-decode`` is the fast path (5,043-7,065 images/s on the H100
+machine against 2,517-3,013 for 16 CPU workers; benchmarks/data_pipeline.py), but
 nvJPEG upsamples 4:2:0 chroma differently from libjpeg-turbo/PIL (decoded
 pixels differ by about 3 grey levels on average), so the default ``fast``
 decodes exactly as the PyTorch and ONNX Runtime evaluations do.
