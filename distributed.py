@@ -56,8 +56,11 @@ def rank() -> int:
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum a float64 tensor over ranks (identity outside torch.distributed)."""
     if is_distributed():
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        # NCCL reduces CUDA tensors only; gloo takes CPU tensors
+        on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
+        summed = values.to(on, copy=True)
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        values = summed.to(values.device)
     return values
 
 

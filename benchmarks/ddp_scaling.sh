@@ -22,12 +22,12 @@ torch.save({'model': build_model(get_config('$CFG')).state_dict()}, '$CKPT')"
 for n in 1 "$N"; do
     $PY -m torch.distributed.run --standalone --nproc_per_node "$n" main.py --cfg "$CFG" --data-path $DATA --eval \
         --resume $CKPT --batch-size 128 --output $RUN --output-json "$OUT/eval_${n}.json" \
-        --opts DATA.NUM_WORKERS "$WORKERS" 2>&1 | tail -n 1
+        --opts DATA.NUM_WORKERS "$WORKERS" 2>&1 | tee "$OUT/eval_${n}.log" | tail -n 1
 done
 for n in 1 "$N"; do
     $PY -m torch.distributed.run --standalone --nproc_per_node "$n" swin_quant_flow.py --cfg "$CFG" --resume $CKPT \
         --quantize --data-path $DATA --batch-size 64 --num-calib-batch 4 --num-finetune-epochs 1 --skip-fp32-eval \
-        --output "$RUN/q$n" --output-json "$OUT/qat_${n}.json" --opts DATA.NUM_WORKERS "$WORKERS" 2>&1 | tail -n 3
+        --output "$RUN/q$n" --output-json "$OUT/qat_${n}.json" --opts DATA.NUM_WORKERS "$WORKERS" 2>&1 | tee "$OUT/qat_${n}.log" | tail -n 3
 done
 $PY - "$OUT" "$N" <<'PYEOF'
 import json, sys
