@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from data.fast_loader import GpuPrefetcher, build_uint8_loader, sample_list
 from data.gpu_decode import GpuDecodePrefetcher, build_encoded_loader
-from utils import format_table, run_main, write_json
+from utils import atomic_path, format_table, run_main, write_json
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLASSES = 10
@@ -44,8 +44,8 @@ def _write_one(job) -> None:
     coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
     image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
     image = image + rng.integers(-24, 24, image.shape, dtype=np.int16)  # texture, so the files are photo-sized
-    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(path, "JPEG", quality=90,
-                                                                subsampling=subsampling)
+    with atomic_path(path) as tmp:  # an interrupted run must not leave a truncated JPEG that the next run reuses
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(tmp, "JPEG", quality=90, subsampling=subsampling)
 
 
 def write_jpegs(folder: str, count: int, workers: int, seed: int = 0, subsampling: int = 2) -> int:

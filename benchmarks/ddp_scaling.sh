@@ -17,8 +17,9 @@ $PY -c "
 import torch
 from config import get_config
 from models import build_model
+from utils import atomic_torch_save
 torch.manual_seed(0)
-torch.save({'model': build_model(get_config('$CFG')).state_dict()}, '$CKPT')"
+atomic_torch_save({'model': build_model(get_config('$CFG')).state_dict()}, '$CKPT')"
 for n in 1 "$N"; do
     $PY -m torch.distributed.run --standalone --nproc_per_node "$n" main.py --cfg "$CFG" --data-path $DATA --eval \
         --resume $CKPT --batch-size 128 --output $RUN --output-json "$OUT/eval_${n}.json" \

@@ -17,6 +17,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from data.fast_loader import CROP_RATIO, INTERPOLATION
+from utils import UserError
 
 
 def _axis_matrix(length: int, resized: int, mode: F.InterpolationMode) -> torch.Tensor:
@@ -54,15 +55,16 @@ class BatchResizer:
 
     def __init__(self, size: int, crop: bool, interpolation: str, device: torch.device) -> None:
         if interpolation not in INTERPOLATION:
-            raise ValueError(f"interpolation {interpolation!r} is not one of {sorted(INTERPOLATION)}")
+            raise UserError(f"DATA.INTERPOLATION {interpolation!r} is not known: use bicubic or bilinear.")
         self.size, self.crop, self.interpolation, self.device = size, crop, interpolation, torch.device(device)
         self._cache: Dict[Tuple[int, int], Tuple[torch.Tensor, torch.Tensor]] = {}
 
     def matrices(self, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(Rh.T (size, height), Rw (width, size))`` on the device, made once per source shape."""
         key = (height, width)
         if key not in self._cache:
             rows, cols = eval_resize_matrices(height, width, self.size, self.crop, self.interpolation)
-            self._cache[key] = rows.to(self.device), cols.to(self.device)
+            self._cache[key] = rows.T.contiguous().to(self.device), cols.to(self.device)
         return self._cache[key]
 
     def __call__(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -73,9 +75,9 @@ class BatchResizer:
         rows_t = torch.zeros((count, 1, size, height), device=self.device)  # B, 1, size, Hmax
         cols = torch.zeros((count, 1, width, size), device=self.device)  # B, 1, Wmax, size
         for i, (image, (h, w)) in enumerate(zip(images, shapes)):
-            rows, col = self.matrices(h, w)
+            row_t, col = self.matrices(h, w)
             padded[i, :, :h, :w] = image
-            rows_t[i, 0, :, :h] = rows.T
+            rows_t[i, 0, :, :h] = row_t
             cols[i, 0, :w] = col
         # padding is never read: its rows and columns of the matrices are zero (and uint8 garbage is finite)
         out = rows_t @ (padded.float() @ cols)  # B, 3, size, size

@@ -111,11 +111,9 @@ def amax_digests_over_ranks(model: nn.Module) -> List[str]:
         RuntimeError: the ranks hold different ranges (they must not after :func:`sync_amax`).
     """
     digest = hashlib.sha256()
-    for name, m in model.named_modules():
-        amax = getattr(m, "_amax", None) if isinstance(m, TensorQuantizer) else None
-        if amax is not None:
-            digest.update(name.encode())
-            digest.update(amax.detach().float().cpu().numpy().tobytes())
+    for name, amax in amax_state(model).items():
+        digest.update(name.encode())
+        digest.update(amax.float().numpy().tobytes())
     digests = [digest.hexdigest()]
     if is_distributed():
         digests = [None] * dist.get_world_size()
