@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd
-from trt.inspect_engine import inspect_network, parse_inspector_json, summarize
+from trt.engine_inspector import parse_inspector_json
+from trt.inspect_engine import inspect_network, summarize
 from utils import UserError
 
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
@@ -93,7 +94,7 @@ def test_engine_report_without_a_gpu_ends_with_one_sentence(micro_engines):
 
 
 def test_int8_engine_runs_gemms_in_int8_and_fp16_engine_does_not(micro_engines):
-    from trt.inspect_engine import inspect_engine
+    from trt.engine_inspector import inspect_engine
 
     load_engine_or_skip(micro_engines["int8"])
     int8 = [r for r in inspect_engine(str(micro_engines["int8"])) if r["gemm"]]
