@@ -21,7 +21,7 @@ import torch.nn as nn
 from yacs.config import CfgNode
 
 from config import get_config
-from onnx_tools.export import INPUT_NAME, PRECISIONS, default_onnx_path, export_checked
+from onnx_tools.export import INPUT_NAME, PLAIN_PRECISIONS, default_onnx_path, export_checked
 from onnx_tools.runtime import config_input_shape
 from onnx_tools.verify import ExportCheckError
 from utils import UserError, create_logger, format_table, require_parent_dir, run_main, write_json
@@ -37,7 +37,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size-onnx", type=int, help="batch of the graph (default: ONNX.BATCH_SIZE)")
     parser.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=None,
                         help="symbolic batch dimension (default: ONNX.DYNAMIC_BATCH)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp16: mixed precision, FP32 I/O")
+    parser.add_argument("--precision", choices=PLAIN_PRECISIONS, default="fp32", help="fp16: mixed precision, FP32 I/O")
     parser.add_argument("--output", help="the .onnx file (default: weights/<MODEL.NAME>[_fp16].onnx)")
     parser.add_argument("--opset", type=int, help="ONNX opset, >= 17 (default: ONNX.OPSET)")
     parser.add_argument("--data-path", help="dataset root: also compare with PyTorch on its val/ images")

@@ -5,8 +5,10 @@
 Reads what the pipeline's steps wrote under ``--results``:
 ``accuracy/<backend>_<precision>.json`` (the metrics every evaluating script
 writes with ``--output-json``; a ``{"status": "not run: ..."}`` file for a
-step that could not run here) and ``benchmark.json`` (trt/benchmark.py).
-Writes ``report.md``, ``report.json`` and ``accuracy_vs_speed.png`` there.
+step that could not run here), ``benchmark.json`` (trt/benchmark.py) and
+``precision_plan.json`` (``trt/inspect_engine.py --compare`` over the graphs
+the engines are built from). Writes ``report.md``, ``report.json`` and
+``accuracy_vs_speed.png`` there.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from utils import UserError, atomic_path, run_main, write_json
+from utils import UserError, atomic_path, format_table, run_main, write_json
 
 BACKEND_ORDER = ["pytorch", "onnxrt", "tensorrt"]
 PRECISION_ORDER = ["fp32", "amp", "fp16", "int8", "fp8"]
@@ -47,6 +49,32 @@ def load_benchmark(results: str) -> Optional[Dict]:
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def load_precision_plan(results: str) -> Optional[Dict]:
+    """What ``trt/inspect_engine.py --compare ... --output-json precision_plan.json`` wrote, or None."""
+    path = os.path.join(results, "precision_plan.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+PLAN_NOTE = ("Read from TensorRT's own parse of each engine's ONNX graph (strongly typed, batch 1; "
+             "trt/network_plan.py): what an engine stores, not a measurement of one. Under strong typing these bytes "
+             "decide whether INT8 can beat FP16 on real TensorRT: an INT8 graph that left its non-GEMM layers in FP32 "
+             "would store more than the FP16 engine and lose to it by construction.")
+
+
+def precision_plan_table(plan: Optional[Dict]) -> str:
+    """Side-by-side plan of the graphs (rows: layers, FP32 compute layers, MB per image by type, GEMMs by precision)."""
+    from trt.network_plan import comparison_rows
+
+    graphs = (plan or {}).get("graphs") or []
+    if not graphs:
+        return "_" + ((plan or {}).get("status") or "no precision plan") + "_"
+    labels = [os.path.basename(g["source"]) for g in graphs]
+    return format_table(comparison_rows([g["summary"] for g in graphs], labels))
 
 
 def accuracy_table(rows: List[Dict]) -> str:
@@ -113,7 +141,9 @@ def write_report(results: str, title: str = "") -> Dict:
         raise UserError(f"results folder {results} does not exist: run the pipeline first.")
     rows = load_accuracy(results)
     bench = load_benchmark(results)
+    plan = load_precision_plan(results)
     md = [f"# {title or 'Deployment report'}", "", "## Accuracy", "", accuracy_table(rows), "",
+          "## Precision plan of each engine's graph", "", precision_plan_table(plan), "", PLAN_NOTE, "",
           "## Throughput (images/s)", "", throughput_table(bench), ""]
     if bench and bench.get("devices"):
         md += [f"Measured on {bench.get('date', '')}: {', '.join(map(str, bench['devices']))}; torch {bench.get('torch', '')}", ""]
@@ -121,7 +151,8 @@ def write_report(results: str, title: str = "") -> Dict:
     with atomic_path(os.path.join(results, "report.md")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("\n".join(md))
-    report = {"accuracy": rows, "throughput": bench}
+    summaries = [{"graph": g["source"], **g["summary"]} for g in (plan or {}).get("graphs", [])]
+    report = {"accuracy": rows, "precision_plan": summaries or plan, "throughput": bench}
     write_json(os.path.join(results, "report.json"), report)
     plot(rows, bench, os.path.join(results, "accuracy_vs_speed.png"), title)
     return report

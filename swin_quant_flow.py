@@ -3,7 +3,8 @@
     python swin_quant_flow.py --cfg configs/swin_tiny_patch4_window7_224.yaml \\
         --resume swin_tiny_patch4_window7_224.pth --data-path /data/imagenet --batch-size 32 --quantize \\
         [--calib-method max|histogram|percentile] [--num-calib-batch 10] [--num-finetune-epochs 1] \\
-        [--batch-size-onnx 1 | --dynamic-batch] [--output weights] [--ptq-only] [--format int8|fp8]
+        [--batch-size-onnx 1 | --dynamic-batch] [--output weights] [--ptq-only] [--format int8|fp8] \\
+        [--high-precision fp16|bf16|fp32]
     torchrun --nproc_per_node 8 swin_quant_flow.py ... --quantize
     python swin_quant_flow.py --cfg ... --resume weights/swin_tiny_patch4_window7_224_int8_qat.pth --data-path ...
 
@@ -11,7 +12,8 @@ With ``--quantize``, ``--resume`` is a plain (FP32) checkpoint: the model is
 evaluated, wrapped with fake quantizers (placement: quant/placement.py),
 calibrated on training images, evaluated (PTQ), fine-tuned for
 ``--num-finetune-epochs`` at a small cosine learning rate (QAT, DDP under
-torchrun), evaluated again, saved, and exported as a Q/DQ ONNX file.
+torchrun), evaluated again, saved, and exported as a Q/DQ ONNX file: the
+FP16 graph of export.py plus Q/DQ pairs (quant/export.py).
 Without ``--quantize``, ``--resume`` is a quantized checkpoint written by this
 script: unfinished fine-tuning continues from its last epoch, then the model
 is evaluated and exported again.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -36,6 +39,8 @@ from data import build_loader
 from distributed import barrier, cleanup, init_distributed
 from evaluation import evaluate_model
 from models import build_model, load_weights
+from onnx_tools.export import PRECISIONS
+from onnx_tools.verify import ExportCheckError
 from quant.calibrate import amax_digests_over_ranks, build_calib_loader, calibrate
 from quant.checkpoint import is_quant_checkpoint, load_quant_checkpoint, save_quant_checkpoint
 from quant.export import default_paths, export_quantized
@@ -54,6 +59,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="images per process and step (calibration, QAT, evaluation)")
     p.add_argument("--quantize", action="store_true", help="calibrate and fine-tune the plain checkpoint --resume")
     p.add_argument("--format", choices=FORMATS, help="int8 (default) or fp8 (E4M3, Hopper and later)")
+    p.add_argument("--high-precision", choices=PRECISIONS,
+                   help="type of the exported graph between its Q/DQ pairs (default QUANT.HIGH_PRECISION: fp16)")
     p.add_argument("--calib-method", choices=CALIB_METHODS, help="activation ranges (default QUANT.CALIB_METHOD)")
     p.add_argument("--num-calib-batch", type=int, help="calibration batches (default QUANT.NUM_CALIB_BATCH)")
     p.add_argument("--num-finetune-epochs", type=int, help="QAT epochs (default QUANT.FINETUNE_EPOCHS)")
@@ -64,7 +71,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--output", default="weights", metavar="DIR", help="folder for checkpoints and the ONNX file")
     p.add_argument("--skip-fp32-eval", action="store_true", help="do not evaluate the plain model first")
     p.add_argument("--check-onnx", action="store_true",
-                   help="INT8: compare the ONNX file with PyTorch over all of val/ in ONNX Runtime (CPU; slow on ImageNet)")
+                   help="compare the ONNX file with PyTorch over all of val/ in ONNX Runtime (CPU; slow on ImageNet)")
     p.add_argument("--show-placement", action="store_true", help="print the quantizer placement table and exit")
     p.add_argument("--disable-amp", "--disable_amp", dest="amp", action="store_false", default=None,
                    help="fine-tune in FP32 on GPU (default: FP16 autocast)")
@@ -80,6 +87,7 @@ def make_config(args: argparse.Namespace) -> CfgNode:
     dynamic_batch = True if args.dynamic_batch else (False if args.batch_size_onnx is not None else None)
     return get_config(args.cfg, args.opts, DATA__BATCH_SIZE=args.batch_size, DATA__DATA_PATH=args.data_path,
                       MODEL__RESUME=args.resume, QUANT__FORMAT=args.format, QUANT__CALIB_METHOD=args.calib_method,
+                      QUANT__HIGH_PRECISION=args.high_precision,
                       QUANT__NUM_CALIB_BATCH=args.num_calib_batch,
                       QUANT__FINETUNE_EPOCHS=0 if args.ptq_only else args.num_finetune_epochs,
                       ONNX__BATCH_SIZE=args.batch_size_onnx, ONNX__DYNAMIC_BATCH=dynamic_batch,
@@ -191,8 +199,8 @@ def run_flow(config: CfgNode, args: argparse.Namespace, device: torch.device, ra
 
 def export_stage(model: nn.Module, path: str, config: CfgNode, fmt: str, check_on_val: bool,
                  rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Export the Q/DQ file; with ``check_on_val`` (INT8) add the ONNX Runtime accuracy as an ``onnxrt`` row."""
-    check_loader = build_loader(config, "val", shuffle=False) if check_on_val and fmt == "int8" else None
+    """Export the Q/DQ file; with ``check_on_val`` add the ONNX Runtime accuracy as an ``onnxrt`` row."""
+    check_loader = build_loader(config, "val", shuffle=False) if check_on_val else None
     report = export_quantized(model, path, config, fmt, config.ONNX.BATCH_SIZE, config.ONNX.DYNAMIC_BATCH, check_loader)
     if "val" in report["checks"]:
         val = report["checks"]["val"]
@@ -201,12 +209,12 @@ def export_stage(model: nn.Module, path: str, config: CfgNode, fmt: str, check_o
     return report
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     config = make_config(args)
     if args.show_placement:
         print(format_placement(config.QUANT.DISABLED))
-        return
+        return 0
     device, rank, world_size = init_distributed(args.device)
     try:
         logger = create_logger("swin", rank=rank)
@@ -214,6 +222,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         logger.info("quantizer placement (QUANT.DISABLED=%s):\n%s", list(config.QUANT.DISABLED),
                     format_placement(config.QUANT.DISABLED))
         result = run_flow(config, args, device, rank, world_size, logger)
+    except ExportCheckError as err:
+        print(f"error: {err} The ONNX file was not written; the quantized checkpoints in {args.output} are kept "
+              "(swin_quant_flow.py --resume CHECKPOINT exports again).", file=sys.stderr)
+        return 1
     finally:
         cleanup()
     if rank == 0:
@@ -224,6 +236,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 print(f"{kind}: {path}")
         if args.output_json:
             write_json(args.output_json, result)
+    return 0
 
 
 if __name__ == "__main__":

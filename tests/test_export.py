@@ -81,17 +81,28 @@ def _input_elem_types(model: onnx.ModelProto, op_type: str) -> set:
 
 def test_fp16_graph_keeps_listed_ops_in_fp32_and_the_rest_in_fp16(tiny_onnx):
     model = onnx.load(str(tiny_onnx["fp16"]))
-    assert _input_elem_types(model, "LayerNormalization") == {onnx.TensorProto.FLOAT}
-    assert _input_elem_types(model, "Softmax") == {onnx.TensorProto.FLOAT}
-    assert _input_elem_types(model, "MatMul") == {onnx.TensorProto.FLOAT16}
+    assert get_config(MICRO_CFG).ONNX.FP16_KEEP_FP32_OPS == ["ReduceMean", "Pow"]
+    assert _input_elem_types(model, "ReduceMean") == {onnx.TensorProto.FLOAT}
+    for op in ("MatMul", "Softmax", "LayerNormalization", "Gelu", "Add"):
+        assert _input_elem_types(model, op) == {onnx.TensorProto.FLOAT16}, op
     io_types = {v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)}
     assert io_types == {onnx.TensorProto.FLOAT}
 
 
+def test_fp16_layer_norms_compute_their_statistics_in_fp32(tiny_onnx):
+    # stash_type (default 1 = FLOAT) is the precision of mean and variance whatever the input type
+    norms = [n for n in onnx.load(str(tiny_onnx["fp16"])).graph.node if n.op_type == "LayerNormalization"]
+    assert len(norms) == 29
+    for node in norms:
+        stash = {a.name: a.i for a in node.attribute}.get("stash_type", 1)
+        assert stash == onnx.TensorProto.FLOAT, node.name
+
+
 def test_fp16_keep_list_is_configurable(micro_fp32):
-    converted = convert_to_fp16(micro_fp32, ["Softmax"])
-    assert _input_elem_types(converted, "LayerNormalization") == {onnx.TensorProto.FLOAT16}
+    converted = convert_to_fp16(micro_fp32, ["Softmax", "LayerNormalization"])
+    assert _input_elem_types(converted, "LayerNormalization") == {onnx.TensorProto.FLOAT}
     assert _input_elem_types(converted, "Softmax") == {onnx.TensorProto.FLOAT}
+    assert _input_elem_types(converted, "MatMul") == {onnx.TensorProto.FLOAT16}
 
 
 def test_fp16_keep_list_with_unknown_op_is_user_error(micro_fp32):

@@ -1,15 +1,19 @@
-"""trt/inspect_engine.py: which matrix multiplies take INT8 (Q/DQ) inputs, from the parsed network and the engine inspector."""
+"""trt/network_plan.py and trt/inspect_engine.py: the precision plan read from TensorRT's parse of a graph, and the engine inspector."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn as nn
+from onnx import TensorProto, helper, numpy_helper
 
 from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd
 from trt.engine_inspector import parse_inspector_json
-from trt.inspect_engine import inspect_network, summarize
+from trt.inspect_engine import summarize
+from trt.network_plan import precision_plan
 from utils import UserError
 
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
@@ -26,33 +30,100 @@ def expected_gemms(cfg: str) -> dict:
             "attention": 2 * sum(isinstance(m, WindowAttention) for m in model.modules())}
 
 
+def small_qdq_graph(path) -> str:
+    """input (N, 8) FP32 → Cast FP16 → Q INT8 → Reshape (2N, 4) → DQ → MatMul with an INT8 weight (4, 3) → + bias
+    → Cast FP32 → Relu (an FP32 compute layer) → output (2N, 3). Every tensor's bytes can be counted by hand."""
+    half = np.float16
+    inits = [numpy_helper.from_array(np.array(0.05, half), "scale"), numpy_helper.from_array(np.array(0, np.int8), "zero"),
+             numpy_helper.from_array(np.arange(12, dtype=np.int8).reshape(4, 3), "w_int8"),
+             numpy_helper.from_array(np.array(0.01, half), "w_scale"),
+             numpy_helper.from_array(np.ones(3, half), "bias"), numpy_helper.from_array(np.array([-1, 4], np.int64), "shape")]
+    nodes = [helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16),
+             helper.make_node("QuantizeLinear", ["x16", "scale", "zero"], ["xq"]),
+             helper.make_node("Reshape", ["xq", "shape"], ["xr"]),
+             helper.make_node("DequantizeLinear", ["xr", "scale", "zero"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_int8", "w_scale", "zero"], ["wd"]),
+             helper.make_node("MatMul", ["xd", "wd"], ["y"]),
+             helper.make_node("Add", ["y", "bias"], ["yb"]),
+             helper.make_node("Cast", ["yb"], ["y32"], to=TensorProto.FLOAT),
+             helper.make_node("Relu", ["y32"], ["out"])]
+    graph = helper.make_graph(nodes, "plan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch2", 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    return str(path)
+
+
+def test_plan_counts_what_the_engine_stores_by_the_documented_rules(tmp_path, trt_rtx_backend):
+    summary = precision_plan(small_qdq_graph(tmp_path / "small.onnx"), trt_rtx_backend).summary()
+    # at batch 1: the Cast to FP16 feeds only the Q (fused: not stored); Q output and the reshaped INT8 tensor,
+    # 8 bytes each; DQ outputs and the weight's DQ are not stored; MatMul and bias add 2x3 FP16 (12 bytes each);
+    # the Cast to FP32 and the Relu 2x3 FP32 (24 bytes each)
+    assert summary["bytes_by_dtype"] == {"FLOAT": 48.0, "HALF": 24.0, "INT8": 16.0}
+    assert summary["bytes"] == 88.0
+    assert summary["fp32_compute_layers"] == 1  # the Relu; a Cast is not compute
+    assert summary["gemms"] == {"linear": {"INT8": 1}}
+    at_four = precision_plan(str(tmp_path / "small.onnx"), trt_rtx_backend, batch=4).summary()
+    assert at_four["bytes"] == summary["bytes"]  # per image
+
+
 @pytest.mark.parametrize("cfg,fixture", [(MICRO_CFG, "micro_int8_onnx"), (TINY_CFG, "tiny_int8_onnx")],
                          ids=["micro", "swin_tiny"])
 def test_every_matrix_multiply_of_the_int8_network_takes_int8_qdq_inputs(cfg, fixture, request, trt_rtx_backend):
-    rows = inspect_network(str(request.getfixturevalue(fixture)), trt_rtx_backend)
-    gemms = [r for r in rows if r["kind"] in ("linear", "attention")]
+    gemms = [r for r in precision_plan(str(request.getfixturevalue(fixture)), trt_rtx_backend).gemms
+             if r["kind"] in ("linear", "attention")]
     counts = {kind: sum(r["kind"] == kind for r in gemms) for kind in ("linear", "attention")}
     assert counts == expected_gemms(cfg)
     not_int8 = [(r["layer"], r["inputs"]) for r in gemms if r["precision"] != "INT8"]
     assert not not_int8
-    assert all(t["quantized"] == "INT8" and t["dtype"] in ("FLOAT", "HALF") for r in gemms for t in r["inputs"])
+    assert all(t["quantized"] == "INT8" and t["dtype"] == "HALF" for r in gemms for t in r["inputs"])
 
 
 def test_fp32_and_fp16_networks_report_their_float_type(micro_onnx, trt_rtx_backend):
     for precision, dtype in (("fp32", "FLOAT"), ("fp16", "HALF")):
-        rows = inspect_network(str(micro_onnx[precision]), trt_rtx_backend)
-        gemms = [r for r in rows if r["kind"] != "conv"]
+        plan = precision_plan(str(micro_onnx[precision]), trt_rtx_backend)
+        gemms = [r for r in plan.gemms if r["kind"] != "conv"]
         assert gemms and {r["precision"] for r in gemms} == {dtype}
-        assert not any(t["quantized"] for r in rows for t in r["inputs"])
+        assert not any(t["quantized"] for r in plan.gemms for t in r["inputs"])
 
 
-def test_command_line_prints_and_writes_the_summary(micro_int8_onnx, tmp_path):
-    out = tmp_path / "inspect.json"
-    proc = run_cmd(["trt/inspect_engine.py", "--onnx-file", str(micro_int8_onnx), "--layers", "--output-json", str(out)])
-    report = json.loads(out.read_text())
-    summary = {row["kind"]: row for row in report["summary"]}
-    assert summary["attention"]["total"] == summary["attention"]["INT8"] == expected_gemms(MICRO_CFG)["attention"]
-    assert "| attention |" in proc.stdout and "Q/DQ INT8" in proc.stdout
+def test_quantized_graphs_store_fewer_bytes_than_fp16_with_no_fp32_fallback(micro_onnx, micro_int8_onnx,
+                                                                             trt_rtx_backend):
+    fp32, fp16, int8 = (precision_plan(str(path), trt_rtx_backend).summary()
+                        for path in (micro_onnx["fp32"], micro_onnx["fp16"], micro_int8_onnx))
+    assert int8["bytes"] < fp16["bytes"] < fp32["bytes"]
+    assert int8["fp32_compute_layers"] <= fp16["fp32_compute_layers"] < fp32["fp32_compute_layers"]
+    assert fp16["layers_by_type"]["NORMALIZATION"] == fp32["layers_by_type"]["NORMALIZATION"]
+    assert set(int8["bytes_by_dtype"]) == {"FLOAT", "HALF", "INT8"}
+
+
+def test_swin_tiny_int8_graph_stores_at_most_085_of_the_fp16_graph(tiny_onnx, tiny_int8_onnx, trt_rtx_backend):
+    fp16 = precision_plan(str(tiny_onnx["fp16"]), trt_rtx_backend).summary()
+    int8 = precision_plan(str(tiny_int8_onnx), trt_rtx_backend).summary()
+    assert int8["bytes"] <= 0.85 * fp16["bytes"], (int8["bytes"], fp16["bytes"])
+    assert int8["fp32_compute_layers"] <= fp16["fp32_compute_layers"] == 0
+    assert int8["gemms"]["linear"] == {"INT8": 52} and int8["gemms"]["attention"] == {"INT8": 24}
+
+
+def test_command_line_compares_graphs_and_writes_their_plans(micro_onnx, micro_int8_onnx, tmp_path):
+    out = tmp_path / "plans.json"
+    proc = run_cmd(["trt/inspect_engine.py", "--compare", str(micro_onnx["fp16"]), str(micro_int8_onnx),
+                    "--layers", "--output-json", str(out)])
+    graphs = json.loads(out.read_text())["graphs"]
+    fp16, int8 = (g["summary"] for g in graphs)
+    assert int8["gemms"]["attention"] == {"INT8": expected_gemms(MICRO_CFG)["attention"]}
+    ratio = f"{int8['bytes'] / fp16['bytes']:.2f}"
+    assert f"| bytes / {micro_onnx['fp16'].name} | 1.00 | {ratio} |" in proc.stdout
+    assert "| MATRIX_MULTIPLY |" in proc.stdout and "not a measurement of an engine" in proc.stdout
+    one = tmp_path / "one.json"
+    run_cmd(["trt/inspect_engine.py", "--onnx-file", str(micro_int8_onnx), "--output-json", str(one)])
+    assert json.loads(one.read_text())["summary"] == int8
+
+
+def test_missing_or_bad_inputs_end_with_one_sentence(tmp_path):
+    proc = run_cmd(["trt/inspect_engine.py", "--onnx-file", str(tmp_path / "none.onnx")], check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cmd(["trt/inspect_engine.py", "--onnx-file", str(tmp_path / "none.onnx"), "--batch", "0"], check=False)
+    assert proc.returncode == 2 and "--batch 0" in proc.stderr
 
 
 # --- engine inspector JSON (the output of IEngineInspector; the real thing needs a GPU) ------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -181,6 +182,7 @@ def test_int8_onnx_agrees_with_fake_quant_model_in_onnx_runtime(quant_flow):
     assert val["images"] == 360
     assert val["torch_acc1"] == pytest.approx(quant_flow["stages"]["qat"]["acc1"])
     assert abs(val["onnx_acc1"] - val["torch_acc1"]) <= 0.3, val
+    assert abs(val["onnx_acc1"] - quant_flow["stages"]["fp32"]["acc1"]) <= 1.0, val  # the deployed graph
     assert val["top1_agreement"] >= 0.99, val
     qdq = quant_flow["onnx"]["qdq"]
     model = build_model(get_config(MICRO_CFG))
@@ -228,16 +230,98 @@ def test_swin_tiny_int8_graph_quantizes_every_gemm_and_residual_add(tmp_path):
     assert qdq["quantize"] == qdq["dequantize"] == len(enabled_quantizers(model))
 
 
-def test_fp8_export_writes_tensorrt_fp8_qdq_ops(tmp_path):
+def tensor_types(model: onnx.ModelProto) -> dict:
+    """Element type of every tensor of a graph, from ONNX shape inference."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    types = {v.name: v.type.tensor_type.elem_type for v in values}
+    types.update({i.name: i.data_type for i in inferred.graph.initializer})
+    return types
+
+
+def activation_ops(model: onnx.ModelProto) -> dict:
+    """Op histogram of what a graph computes on activations: Q/DQ and nodes fed by weights only are left out."""
+    constant = {i.name for i in model.graph.initializer}
+    counts = {}
+    for node in model.graph.node:
+        if all(name in constant for name in node.input if name):
+            constant.update(node.output)
+        elif node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_int8_graph_is_the_fp16_graph_plus_qdq_pairs(trained_micro, micro_onnx, micro_int8_onnx):
+    fp16, int8 = onnx.load(str(micro_onnx["fp16"])), onnx.load(str(micro_int8_onnx))
+    assert activation_ops(int8) == activation_ops(fp16)
+    types = tensor_types(int8)
+    dequantized = {types[n.output[0]] for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+    assert dequantized == {onnx.TensorProto.FLOAT16}
+    kept = get_config(MICRO_CFG).ONNX.FP16_KEEP_FP32_OPS
+    for node in int8.graph.node:
+        if node.op_type in kept:
+            assert types[node.input[0]] == onnx.TensorProto.FLOAT, node.name
+        elif node.op_type in ("MatMul", "Gemm", "LayerNormalization", "Softmax", "Gelu", "Add"):
+            assert types[node.input[0]] == onnx.TensorProto.FLOAT16, node.name
+    io = {v.type.tensor_type.elem_type for v in list(int8.graph.input) + list(int8.graph.output)}
+    assert io == {onnx.TensorProto.FLOAT}
+    qdq = qdq_coverage(int8)
+    assert qdq["gemms"] == qdq["gemms_quantized"] == gemm_and_add_sites(build_model(get_config(MICRO_CFG)))[0]
+
+
+def test_qdq_moved_through_data_movement_computes_the_same_bits(tmp_path):
+    from onnx_tools.qdq_propagation import propagate_qdq
+
+    config, model = quantized_micro()
+    exported = lean_graph(export_onnx(model, str(tmp_path / "raw.onnx"), 32, 1, True, config.ONNX.OPSET))
+    moved = propagate_qdq(exported)
+    onnx.checker.check_model(moved, full_check=True)
+
+    def movers_on_int8(graph: onnx.ModelProto) -> int:
+        types = tensor_types(graph)
+        return sum(types.get(n.input[0]) == onnx.TensorProto.INT8 for n in graph.graph.node
+                   if n.op_type in ("Reshape", "Transpose", "Slice", "Concat", "Squeeze"))
+
+    assert movers_on_int8(exported) == 0 and movers_on_int8(moved) >= 8
+    images = next(iter(random_batches(config, 1, seed=3)))[0].numpy()
+    paths = {}
+    for name, graph in (("exported", exported), ("moved", moved)):
+        paths[name] = str(tmp_path / f"{name}.onnx")
+        onnx.save(graph, paths[name])
+    before = OrtPredictor(paths["exported"], providers=["CPUExecutionProvider"]).run(images)
+    after = OrtPredictor(paths["moved"], providers=["CPUExecutionProvider"]).run(images)
+    assert np.array_equal(before, after)
+
+
+def test_fp8_export_writes_standard_fp8_qdq_that_onnx_runtime_checks(tmp_path):
     config, model = quantized_micro(["QUANT.FORMAT", "fp8"])
     path = tmp_path / "micro_fp8.onnx"
     report = export_quantized(model, str(path), config, "fp8", dynamic_batch=True)
-    ops = op_histogram(onnx.load(str(path)))
-    assert ops.get("TRT_FP8QuantizeLinear") == ops.get("TRT_FP8DequantizeLinear") == len(enabled_quantizers(model))
-    assert "QuantizeLinear" not in ops
+    graph = onnx.load(str(path))
+    ops = op_histogram(graph)
+    assert not any(op.startswith("TRT_") for op in ops) and ops["QuantizeLinear"] >= len(enabled_quantizers(model))
+    zero_points = {i.name: i.data_type for i in graph.graph.initializer}
+    zero_point_types = {zero_points[n.input[2]] for n in graph.graph.node if n.op_type == "QuantizeLinear"}
+    assert zero_point_types == {onnx.TensorProto.FLOAT8E4M3FN}
     assert report["qdq"]["gemms"] == report["qdq"]["gemms_quantized"]
-    with pytest.raises(UserError, match="could not be loaded by ONNX Runtime"):
-        OrtPredictor(str(path), providers=["CPUExecutionProvider"])
+    assert report["high_precision"] == "fp16" and report["checks"]["random"]["relative"] <= config.QUANT.ONNX_TOLERANCE
+    images = next(iter(random_batches(config, 1, seed=4)))[0]
+    with torch.no_grad():
+        reference = model(images).numpy()
+    logits = OrtPredictor(str(path), providers=["CPUExecutionProvider"]).run(images.numpy())
+    assert np.abs(logits - reference).max() <= config.QUANT.ONNX_TOLERANCE * np.abs(reference).max()
+    assert len(build_with_trt_rtx(path)) > 0
+
+
+def test_bf16_high_precision_graph_builds_with_tensorrt_rtx(tmp_path):
+    from trt.onnx_precision import graph_precision
+
+    config, model = quantized_micro(["QUANT.HIGH_PRECISION", "bf16"])
+    path = tmp_path / "micro_int8_bf16.onnx"
+    report = export_quantized(model, str(path), config, "int8", dynamic_batch=True)
+    assert report["checks"] == {}  # ONNX Runtime's CPU provider has no BF16 kernels: onnx.checker only
+    precision = graph_precision(onnx.load(str(path)))
+    assert precision.low_float == ("BF16",) and "int8" in precision.qdq
     assert len(build_with_trt_rtx(path)) > 0
 
 

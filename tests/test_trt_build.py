@@ -104,14 +104,16 @@ def test_build_writes_engine_and_metadata_atomically(micro_engines):
 
 
 def test_fp16_mode_converts_an_fp32_graph_and_keeps_the_listed_ops_in_fp32(micro_engines, trt_rtx_backend):
-    from trt.inspect_engine import inspect_network
+    from trt.network_plan import precision_plan
 
     meta = json.loads(open(metadata_path(str(micro_engines["fp16"]))).read())
-    assert meta["converted_to_fp16"] is True and "LayerNormalization" in meta["fp16_keep_fp32_ops"]
+    assert meta["converted_to_fp16"] is True and meta["fp16_keep_fp32_ops"] == ["ReduceMean", "Pow"]
     converted = onnx.load(str(micro_engines["fp16_onnx"]))
     assert graph_precision(converted).has_fp16
-    rows = inspect_network(str(micro_engines["fp16_onnx"]), trt_rtx_backend)
-    assert rows and all(r["precision"] == "HALF" for r in rows if r["kind"] != "conv"), rows
+    plan = precision_plan(str(micro_engines["fp16_onnx"]), trt_rtx_backend)
+    assert plan.gemms and all(r["precision"] == "HALF" for r in plan.gemms if r["kind"] != "conv"), plan.gemms
+    reduce = [r for r in plan.layers if r["type"] == "REDUCE" and not r["constant"]]
+    assert reduce and all(r["outputs"] == ["FLOAT"] for r in reduce)
 
 
 def test_int8_engine_builds_from_the_quant_flow_graph(micro_engines):

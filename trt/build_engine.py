@@ -202,7 +202,7 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
                  min_batch: Optional[int] = None, opt_batch: Optional[int] = None, max_batch: Optional[int] = None,
                  workspace_mib: int = 4096, timing_cache: Optional[str] = None, optimization_level: int = 3,
                  backend: str = "auto", verbose: bool = False,
-                 fp16_keep_fp32_ops: Sequence[str] = ("LayerNormalization", "ReduceMean", "Pow", "Softmax"),
+                 fp16_keep_fp32_ops: Optional[Sequence[str]] = None,
                  default_profile: BatchProfile = BatchProfile(1, 64, 256),
                  save_fp16_onnx: Optional[str] = None) -> Dict[str, Any]:
     """ONNX -> engine file + metadata JSON. Returns the metadata.
@@ -217,7 +217,8 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
         optimization_level: builder optimisation level 0..5.
         backend: auto | tensorrt | tensorrt_rtx.
         verbose: TensorRT's verbose log.
-        fp16_keep_fp32_ops: ops left in FP32 when ``--mode fp16`` converts an FP32 graph.
+        fp16_keep_fp32_ops: ops left in FP32 when ``--mode fp16`` converts an FP32 graph
+            (None: the config default, ONNX.FP16_KEEP_FP32_OPS).
         default_profile: the config's TRT.MIN/OPT/MAX_BATCH.
         save_fp16_onnx: where to keep the converted graph when ``--mode fp16`` converts one
             (for trt/inspect_engine.py and trt/debug/compare.py).
@@ -231,6 +232,10 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
     convert = check_mode(mode, precision, onnx_file)
     profile = resolve_profile(precision.batch, batch_size, min_batch, opt_batch, max_batch, default_profile, onnx_file)
     model = None
+    if fp16_keep_fp32_ops is None:
+        from config import default_config
+
+        fp16_keep_fp32_ops = list(default_config().ONNX.FP16_KEEP_FP32_OPS)
     if convert:
         from onnx_tools.fp16 import convert_to_fp16
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import onnx
 from onnx import TensorProto
@@ -19,6 +19,9 @@ _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 _FORMAT_OF_TYPE = {TensorProto.INT8: "int8", TensorProto.UINT8: "uint8", TensorProto.FLOAT8E4M3FN: "fp8",
                    TensorProto.INT4: "int4", TensorProto.UINT4: "uint4"}
 MODES = ("fp32", "fp16", "int8", "fp8")
+_LOW_FLOAT = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16"}
+# ops that move data without changing it: a Q/DQ pair can sit on either side of them
+_DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Concat", "Identity"}
 
 
 @dataclasses.dataclass
@@ -27,17 +30,22 @@ class GraphPrecision:
 
     Attributes:
         qdq: number of quantize/dequantize nodes per quantized format (``int8``, ``fp8``, ``uint8``...).
-        has_fp16: some tensor of the graph (input, initializer or Cast target) is FLOAT16.
+        low_float: the reduced float types some tensor of the graph (input, initializer or Cast target)
+            has: ``FP16``, ``BF16``.
         batch: the fixed batch of the first input, or None if it is symbolic.
     """
 
     qdq: Dict[str, int]
-    has_fp16: bool
+    low_float: Tuple[str, ...]
     batch: Optional[int]
+
+    @property
+    def has_fp16(self) -> bool:
+        return "FP16" in self.low_float
 
     def summary(self) -> str:
         parts = [f"{n} {fmt} Q/DQ" for fmt, n in sorted(self.qdq.items())] or ["no Q/DQ"]
-        parts.append("FP16 tensors" if self.has_fp16 else "FP32 only")
+        parts.append(" and ".join(f"{t} tensors" for t in self.low_float) if self.low_float else "FP32 only")
         return ", ".join(parts)
 
 
@@ -51,7 +59,8 @@ def _constant_types(graph: onnx.GraphProto) -> Dict[str, int]:
     return types
 
 
-def _qdq_format(node: onnx.NodeProto, const_types: Dict[str, int], produced_by_q: Dict[str, str]) -> str:
+def _qdq_format(node: onnx.NodeProto, const_types: Dict[str, int], produced_by_q: Dict[str, str],
+                producers: Dict[str, onnx.NodeProto]) -> str:
     if node.op_type in _FP8_CUSTOM_OPS:
         return "fp8"
     if node.op_type == "QuantizeLinear":
@@ -62,8 +71,10 @@ def _qdq_format(node: onnx.NodeProto, const_types: Dict[str, int], produced_by_q
             t = const_types[node.input[2]]
             return _FORMAT_OF_TYPE.get(t, f"type{t}")
         return "uint8"  # the ONNX default without a zero point
-    # DequantizeLinear: the type of what it reads
+    # DequantizeLinear: the type of what it reads, through the data movement a Q/DQ pair may be moved across
     src = node.input[0]
+    while src not in produced_by_q and src in producers and producers[src].op_type in _DATA_MOVEMENT:
+        src = producers[src].input[0]
     if src in produced_by_q:
         return produced_by_q[src]
     if src in const_types:
@@ -79,22 +90,23 @@ def graph_precision(model: onnx.ModelProto) -> GraphPrecision:
     const_types = _constant_types(graph)
     produced_by_q: Dict[str, str] = {}
     qdq: Dict[str, int] = collections.Counter()
-    has_fp16 = any(i.type.tensor_type.elem_type == TensorProto.FLOAT16 for i in graph.input)
-    has_fp16 |= any(t == TensorProto.FLOAT16 for t in const_types.values())
+    types = {i.type.tensor_type.elem_type for i in graph.input} | set(const_types.values())
+    producers = {out: node for node in graph.node for out in node.output}
     for node in graph.node:
         if node.op_type in _QDQ_OPS or node.op_type in _FP8_CUSTOM_OPS:
-            fmt = _qdq_format(node, const_types, produced_by_q)
+            fmt = _qdq_format(node, const_types, produced_by_q, producers)
             qdq[fmt] += 1
             if node.op_type in ("QuantizeLinear", "TRT_FP8QuantizeLinear"):
                 produced_by_q[node.output[0]] = fmt
         elif node.op_type == "Cast":
-            has_fp16 |= any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in node.attribute)
+            types.update(a.i for a in node.attribute if a.name == "to")
     batch = None
     if graph.input:
         dims = graph.input[0].type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
             batch = dims[0].dim_value
-    return GraphPrecision(dict(qdq), bool(has_fp16), batch)
+    low_float = tuple(name for t, name in _LOW_FLOAT.items() if t in types)
+    return GraphPrecision(dict(qdq), low_float, batch)
 
 
 def check_mode(mode: str, precision: GraphPrecision, onnx_file: str) -> bool:
@@ -115,6 +127,9 @@ def check_mode(mode: str, precision: GraphPrecision, onnx_file: str) -> bool:
     if mode in ("fp32", "fp16") and formats:
         raise UserError(f"ONNX {onnx_file} has Q/DQ nodes ({precision.summary()}): build it with --mode "
                         f"{'fp8' if formats == {'fp8'} else 'int8'}.")
+    if mode in ("fp32", "fp16") and "BF16" in precision.low_float:
+        raise UserError(f"ONNX {onnx_file} holds BF16 tensors, which only quantized (Q/DQ) graphs may use here: "
+                        "pass the FP32 ONNX written by export.py.")
     if mode == "fp32" and precision.has_fp16:
         raise UserError(f"ONNX {onnx_file} already holds FP16 tensors: build it with --mode fp16, or pass the FP32 ONNX.")
     if mode in ("int8", "fp8"):

@@ -1,0 +1,100 @@
+"""The precision plans of a model's FP32, FP16, INT8 and FP8 graphs, made by the project's own commands.
+
+    python benchmarks/precision_plans.py [--cfg configs/swin_tiny_patch4_window7_224.yaml] [--work-dir DIR]
+
+Writes an official-format checkpoint (``{"model": state_dict}``, seeded random
+weights: the plan does not depend on the weights), a small folder of
+synthetic images for calibration, then runs, as a user would:
+``export.py`` (FP32 and FP16), ``swin_quant_flow.py --quantize --ptq-only``
+(INT8 and FP8, FP16 between the Q/DQ pairs) and ``trt/inspect_engine.py
+--compare`` over the four graphs, whose table it prints. The byte counts are
+a plan read from TensorRT's parse of each graph (trt/network_plan.py), not a
+measurement of an engine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional, Sequence
+
+if __package__ in (None, ""):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np
+import torch
+from PIL import Image
+
+from config import get_config
+from models import build_model
+from utils import atomic_torch_save, run_main, write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CFG = os.path.join(REPO, "configs", "swin_tiny_patch4_window7_224.yaml")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cfg", default=DEFAULT_CFG, help="model config")
+    parser.add_argument("--work-dir", help="keep the files here (default: a temporary folder)")
+    parser.add_argument("--images", type=int, default=8, help="synthetic calibration images (and as many for val/)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the images")
+    parser.add_argument("--output-json", help="write the plans (inspect_engine.py --compare JSON) here")
+    return parser.parse_args(argv)
+
+
+def write_images(root: str, count: int, size: int, seed: int) -> None:
+    """``count`` seeded noise PNGs of ``size`` pixels in ``root/{train,val}/0``."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        folder = os.path.join(root, split, "0")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, f"{i:03d}.png"))
+
+
+def run(args: List[str]) -> float:
+    """Run a project command with this interpreter from the repository root; returns its seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    config = get_config(args.cfg)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work_dir or scratch
+        os.makedirs(work, exist_ok=True)
+        torch.manual_seed(args.seed)
+        checkpoint = os.path.join(work, f"{config.MODEL.NAME}.pth")
+        atomic_torch_save({"model": build_model(config).state_dict()}, checkpoint)
+        data = os.path.join(work, "images")
+        write_images(data, args.images, config.DATA.IMG_SIZE, args.seed)
+        cfg = ["--cfg", args.cfg]
+        graphs = {p: os.path.join(work, f"{config.MODEL.NAME}_{p}.onnx") for p in ("fp32", "fp16", "int8", "fp8")}
+        seconds = {}
+        for precision in ("fp32", "fp16"):
+            seconds[precision] = run(["export.py", *cfg, "--resume", checkpoint, "--dynamic-batch", "--precision", precision,
+                                      "--output", graphs[precision]])
+        for fmt in ("int8", "fp8"):
+            seconds[fmt] = run(["swin_quant_flow.py", *cfg, "--resume", checkpoint, "--data-path", data, "--quantize",
+                                "--ptq-only", "--format", fmt, "--dynamic-batch", "--skip-fp32-eval",
+                                "--batch-size", str(min(4, args.images)), "--num-calib-batch", "2",
+                                "--opts", "DATA.NUM_WORKERS", "0", "--output", work])
+        plans = os.path.join(work, "plans.json")
+        run(["trt/inspect_engine.py", "--compare", *graphs.values(), "--output-json", plans])
+        if args.output_json:
+            with open(plans, encoding="utf-8") as f:
+                summaries = [g["summary"] for g in json.load(f)["graphs"]]
+            write_json(args.output_json, {"config": args.cfg, "seconds": seconds, "summaries": summaries})
+        print("seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+
+
+if __name__ == "__main__":
+    run_main(main)
