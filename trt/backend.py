@@ -86,8 +86,9 @@ class Backend:
             UserError: full TensorRT found no usable GPU (the bindings raise ``TypeError``
                 because ``createInferBuilder`` returned nullptr).
         """
+        trt = self.module
         try:
-            builder = self.module.Builder(logger)
+            builder = trt.Builder(logger)
         except TypeError as err:
             builder, reason = None, str(err)
         else:
@@ -105,7 +106,8 @@ class Backend:
         but ignores it; TensorRT-RTX networks are strongly typed whatever the
         flags. Setting the bit where the member exists is right for all three.
         """
-        flag = getattr(self.module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        trt = self.module
+        flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         return 0 if flag is None else 1 << int(flag)
 
 

@@ -202,7 +202,8 @@ class EngineBuilder:
     @property
     def tf32(self) -> bool:
         """Whether the config lets FP32 layers use TF32 (read back from TensorRT)."""
-        return bool(self.config.get_flag(self.backend.module.BuilderFlag.TF32))
+        trt = self.backend.module
+        return bool(self.config.get_flag(trt.BuilderFlag.TF32))
 
     def create_network(self, onnx_file: str, model: Optional[onnx.ModelProto] = None):
         """Parse ``model`` (or the file itself when None) into a strongly typed network.
@@ -263,9 +264,12 @@ class EngineBuilder:
         return serialized.nbytes
 
     def build_targets(self) -> Optional[List[str]]:
-        """TensorRT-RTX compute capabilities the engine targets (None: the library's default set)."""
-        count = getattr(self.config, "num_compute_capabilities", 0)
-        return [self.config.get_compute_capability(i).name for i in range(count)] or None
+        """TensorRT-RTX compute capabilities the engine targets (None: full TensorRT, or the library's default set)."""
+        targets = None
+        if self.backend.is_rtx:
+            config = self.config
+            targets = [config.get_compute_capability(i).name for i in range(config.num_compute_capabilities)] or None
+        return targets
 
 
 def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_size: Optional[int] = None,

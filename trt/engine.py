@@ -107,14 +107,15 @@ def plan_chunks(batch: int, low: int, high: int, split: bool, engine_file: str =
 
 
 def explain_validity(trt, runtime, data: bytes) -> str:
-    """What ``Runtime.get_engine_validity`` says about ``data`` in words (where the module has it)."""
-    if not hasattr(runtime, "get_engine_validity"):
-        return "this TensorRT version gives no further diagnostics"
-    try:
-        validity, bits = runtime.get_engine_validity(data)
-    except Exception as err:  # diagnostics are best effort; the caller raises the real error
-        return f"validity check failed: {err}"
-    return describe_validity(validity, int(bits), getattr(trt, "EngineInvalidityDiagnostics", None))
+    """What ``Runtime.get_engine_validity`` (TensorRT 11, TensorRT-RTX) says about ``data`` in words."""
+    text = "this TensorRT version gives no further diagnostics"
+    if hasattr(runtime, "get_engine_validity"):
+        try:
+            validity, bits = runtime.get_engine_validity(data)
+        except Exception as err:  # diagnostics are best effort; the caller raises the real error
+            return f"validity check failed: {err}"
+        text = describe_validity(validity, int(bits), getattr(trt, "EngineInvalidityDiagnostics", None))
+    return text
 
 
 def describe_validity(validity, bits: int, diagnostics_enum) -> str:
@@ -233,7 +234,7 @@ class TRTEngine:
         self.profile_index = profile_index
         self.stream = torch.cuda.Stream(self.device)
         size = self.engine.device_memory_size_v2
-        self.device_memory = torch.empty(max(size, 1), dtype=torch.uint8, device=self.device)
+        self.context_memory = torch.empty(max(size, 1), dtype=torch.uint8, device=self.device)
         self.context = self._new_context()
         self.specs = describe_io(self.engine, profile_index)
         self.inputs = [s for s in self.specs if s.is_input]
@@ -249,7 +250,7 @@ class TRTEngine:
     def _new_context(self):
         """A context on the shared device memory, with the selected profile."""
         context = create_context(self.engine, self.backend.module, self.engine_file)
-        context.set_device_memory(self.device_memory.data_ptr(), self.device_memory.numel())
+        context.set_device_memory(self.context_memory.data_ptr(), self.context_memory.numel())
         if self.profile_index:  # profile 0 is active in a new context
             select_profile(context, self.profile_index, self.stream.cuda_stream, self.engine_file,
                            self.engine.num_optimization_profiles)
