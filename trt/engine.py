@@ -139,8 +139,9 @@ ALIGNMENT = 256  # bytes: TensorRT refuses (set_tensor_address returns False) le
 def create_context(engine, trt, engine_file: str):
     """An execution context whose device memory the caller supplies (``USER_MANAGED``).
 
-    TensorRT 10.13+, 11 and TensorRT-RTX take the strategy through an ``IRuntimeConfig``
-    (11 has no other way); older 10.x releases take it as an argument.
+    TensorRT 10.13 (its published stubs), 11 and TensorRT-RTX take the strategy through an
+    ``IRuntimeConfig`` (11.1's bindings have no other overload); 10.x releases without
+    ``create_runtime_config`` take it as an argument.
 
     Raises:
         UserError: TensorRT returned no context (its log says why).
