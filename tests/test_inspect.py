@@ -127,30 +127,115 @@ def test_missing_or_bad_inputs_end_with_one_sentence(tmp_path):
 
 
 # --- engine inspector JSON (the output of IEngineInspector; the real thing needs a GPU) ------------------------------
+# Tensor entries in both layouts. TensorRT 10: "Format/Datatype" sentences as published layer JSON shows them.
+# TensorRT 11: "Datatype" (words of TensorRT's DataType printer: Float, Half, BFloat16, Int8, FP8) plus "Format"
+# (the format descriptions in the TensorRT-RTX 1.7 library, "... (kLINEAR)"). polygraphy 0.53.6 reads both layouts.
 
-TRT10_LAYERS = json.dumps({"Layers": [
-    {"Name": "qkv", "LayerType": "CaskGemmMatrixMultiply", "TacticName": "sm90_xmma_gemm_i8i8_i32",
-     "Inputs": [{"Name": "a", "Format/Datatype": "Row major linear Int8 format"}],
-     "Outputs": [{"Name": "b", "Format/Datatype": "Row major linear FP16 format"}]},
-    {"Name": "softmax", "LayerType": "Softmax", "TacticName": "",
-     "Inputs": [{"Name": "b", "Format/Datatype": "Row major linear FP32 format"}], "Outputs": []},
-    {"Name": "fc2", "LayerType": "gemm", "TacticName": "sm90_xmma_gemm_f16f16_f32",
-     "Inputs": [{"Name": "c", "Format/Datatype": "Half"}], "Outputs": []}],
-    "Bindings": ["input", "output"]})
-TRT11_LAYERS = json.dumps({"Layers": [
-    {"Name": "attn", "LayerType": "CaskGemmMatrixMultiply", "TacticValue": "0x1",
-     "Inputs": [{"Name": "q", "DataType": "FP8", "Format": "Row major linear"}], "Outputs": []}],
-    "I/O Tensors": [{"Name": "input", "IOMode": "Input", "DataType": "Float"}]})
+def tensor(name, layout, dtype_word, format_text):
+    if layout == 10:
+        return {"Name": name, "Dimensions": [16, 64], "Format/Datatype": format_text}
+    return {"Name": name, "Dimensions": [16, 64], "Datatype": dtype_word, "Format": format_text}
 
 
-def test_inspector_json_of_tensorrt_10_and_11_gives_layer_precisions():
-    rows = parse_inspector_json(TRT10_LAYERS)
-    assert [(r["layer"], r["gemm"], r["precision"]) for r in rows] == [
-        ("qkv", True, "INT8"), ("softmax", False, "FLOAT"), ("fc2", True, "HALF")]
-    assert rows[0]["tactic"] == "sm90_xmma_gemm_i8i8_i32"
-    assert parse_inspector_json(TRT11_LAYERS)[0]["precision"] == "FP8"
-    summary = summarize([r for r in rows if r["gemm"]])
-    assert summary == [{"kind": "gemm", "total": 2, "HALF": 1, "INT8": 1}]
+# (TensorRT DataType member, TensorRT 10 Format/Datatype, TensorRT 11 Datatype, TensorRT 11 Format)
+TENSOR_TYPES = [
+    ("INT8", "Thirty-two wide channel vectorized row major Int8 format", "Int8", "Row major linear INT8 format (kLINEAR)"),
+    ("HALF", "Row major linear FP16 format", "Half", "Row major linear FP16 format (kLINEAR)"),
+    ("HALF", "Half", "Half", "Channel major FP16 format where channel % 8 == 0"),
+    ("BF16", "Row major linear BF16 format", "BFloat16", "Row major linear BF16 format (kLINEAR)"),
+    ("FP8", "Row major linear FP8 format", "FP8", "Row major linear FP8 format (kLINEAR)"),
+    ("FLOAT", "Row major linear FP32", "Float", "Row major linear FP32 format (kLINEAR)"),
+    ("FLOAT", "Float", "Float", "Format not available due to dynamic shapes"),
+    (None, "N/A due to dynamic shapes", "", "Format not available due to dynamic shapes"),
+]
+
+
+def inspector_layers(layout: int) -> list:
+    """One GEMM layer per tensor type (its input of that type), plus the layers the report test needs."""
+    layers = [{"Name": f"gemm_{i}", "LayerType": "CaskGemmMatrixMultiply", "TacticName": "sm90_xmma_gemm",
+               "Inputs": [tensor(f"in_{i}", layout, word, fmt if layout == 11 else old)],
+               "Outputs": [tensor(f"out_{i}", layout, "Half", "Row major linear FP16 format (kLINEAR)"
+                                  if layout == 11 else "Row major linear FP16 format")]}
+              for i, (_, old, word, fmt) in enumerate(TENSOR_TYPES)]
+    layers.append({"Name": "softmax", "LayerType": "Softmax", "TacticName": "",
+                   "Inputs": [tensor("s", layout, "Float", "Row major linear FP32 format (kLINEAR)"
+                                     if layout == 11 else "Row major linear FP32 format")], "Outputs": []})
+    return layers
+
+
+def inspector_json(layout: int) -> str:
+    io = {"Bindings": ["input", "output"]} if layout == 10 else \
+        {"I/O Tensors": [{"Name": "input", "IOMode": "Input", "DataType": "Float", "Dimensions": [16, 64]}]}
+    return json.dumps({"Layers": inspector_layers(layout), **io})
+
+
+@pytest.mark.parametrize("layout", [10, 11])
+def test_inspector_json_of_tensorrt_10_and_11_gives_every_tensor_type(layout):
+    rows = parse_inspector_json(inspector_json(layout))
+    gemms = [r for r in rows if r["gemm"]]
+    assert [r["inputs"][0] for r in gemms] == [expected for expected, *_ in TENSOR_TYPES]
+    assert all(r["outputs"] == ["HALF"] for r in gemms)
+    assert [r["precision"] for r in gemms][:5] == ["INT8", "HALF", "HALF", "BF16", "FP8"]
+    assert rows[-1]["layer"] == "softmax" and not rows[-1]["gemm"] and rows[-1]["precision"] == "FLOAT"
+    assert gemms[0]["tactic"] == "sm90_xmma_gemm"
+    summary = summarize(gemms)
+    assert summary == [{"kind": "gemm", "total": 8, "?": 1, "BF16": 1, "FLOAT": 2, "FP8": 1, "HALF": 2, "INT8": 1}]
+
+
+# polygraphy DataType -> TensorRT DataType member name
+POLYGRAPHY_TO_TENSORRT = {"float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int8": "INT8",
+                          "float8e4m3fn": "FP8", "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "bool": "BOOL"}
+
+
+def polygraphy_tensor_types(layers: list, monkeypatch) -> list:
+    """Per-layer input types as polygraphy 0.53.6's engine extractor reads them from inspector JSON.
+
+    ``graph_data_from_trt_engine`` asks an engine for its inspector and each layer's JSON; the stand-in below
+    serves exactly that (the ICudaEngine / EngineInspector members it reads, no I/O tensors), so what is
+    exercised is polygraphy's own JSON reading. Its TensorRT enums come from the TensorRT-RTX bindings.
+    """
+    from polygraphy.tools.inspect.subtool.model.extractors import _trt as extractor
+
+    from tensorrt_api import assert_mirrors_stub, load_stubs
+
+    trt = pytest.importorskip("tensorrt_rtx_bindings")
+    monkeypatch.setattr(extractor, "trt", trt)
+
+    class Inspector:
+        execution_context = None
+
+        def get_layer_information(self, layer_index, format):
+            assert format == trt.LayerInformationFormat.JSON
+            return json.dumps(layers[layer_index])
+
+    class Engine:
+        name, refittable, num_io_tensors, num_optimization_profiles = "fixture", False, 0, 1
+        num_layers, device_memory_size_v2 = len(layers), 0
+        profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+
+        def create_engine_inspector(self):
+            return Inspector()
+
+    stubs = load_stubs()
+    assert_mirrors_stub(stubs, Engine, "ICudaEngine")
+    assert_mirrors_stub(stubs, Inspector, "EngineInspector")
+    graph = extractor.graph_data_from_trt_engine(Engine(), context=None)
+    return [[POLYGRAPHY_TO_TENSORRT[t.dtype.name] if t.dtype else None for t in node.inputs] for node in graph.nodes]
+
+
+@pytest.mark.parametrize("layout", [10, 11])
+def test_inspector_types_agree_with_polygraphys_reading_of_the_same_json(layout, monkeypatch):
+    layers = inspector_layers(layout)
+    ours = [row["inputs"] for row in parse_inspector_json(json.dumps({"Layers": layers}))]
+    theirs = polygraphy_tensor_types(layers, monkeypatch)
+    # polygraphy 0.53.6's table has no FP8 key and no "BF16" (only "BFLOAT16"): it reads those as unknown
+    gaps = {("FP8", 10), ("FP8", 11), ("BF16", 10)}
+    for (expected, *_), mine, nvidia in zip(TENSOR_TYPES, ours, theirs):
+        if (expected, layout) in gaps:
+            assert nvidia == [None] and mine == [expected]
+        else:
+            assert mine == nvidia == [expected]
+    assert ours[-1] == theirs[-1] == ["FLOAT"]
 
 
 def test_engine_without_detailed_profiling_is_a_user_error():

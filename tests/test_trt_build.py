@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 import numpy as np
 
 from conftest import MICRO_CFG, run_cmd
-from trt.build_engine import BatchProfile, build_engine, resolve_profile
+from trt.build_engine import BatchProfile, EngineBuilder, build_engine, load_timing_cache, register_profile, resolve_profile
 from trt.metadata import file_sha256, metadata_path
 from trt.onnx_precision import check_mode, graph_mode, graph_precision
 from utils import UserError
@@ -98,7 +98,12 @@ def test_build_writes_engine_and_metadata_atomically(micro_engines):
     assert meta["profile"] == {"min": 1, "opt": 32, "max": 64}
     assert meta["shapes"]["input"]["max"] == [64, 3, 32, 32]
     assert meta["backend"] in ("tensorrt", "tensorrt_rtx") and meta["version"]
+    assert meta["module"] in ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")
     assert "gpu" in meta
+    assert meta["tf32"] is False and meta["require_user_allocation"] is (meta["backend"] == "tensorrt_rtx")
+    summary = meta["precision_summary"]
+    assert summary["layers"] > 0 and summary["fp32_compute_layers"] > 0 and list(summary["bytes_by_dtype"]) == ["FLOAT"]
+    assert summary["gemms"]["linear"] == {"FLOAT": 18}
     leftovers = [f for f in os.listdir(engine.parent) if f.endswith(".tmp")]
     assert not leftovers
 
@@ -155,15 +160,130 @@ def test_command_line_builds_and_reports_user_errors_in_one_sentence(micro_onnx,
     engine = tmp_path / "cli.engine"
     proc = run_cmd(["trt/build_engine.py", "--onnx-file", str(micro_onnx["fp32"]), "--trt-engine", str(engine),
                     "--mode", "fp32", "--batch-size", "8", "--backend", "tensorrt_rtx", "--builder-optimization-level", "1",
-                    "--workspace", "512", "--timing-cache", str(tmp_path / "timing.cache")])
+                    "--workspace", "512", "--timing-cache", str(tmp_path / "timing.cache"), "--tf32"])
     assert engine.is_file() and "fp32 engine" in proc.stdout
     meta = json.loads((tmp_path / "cli.engine.json").read_text())
     assert meta["profile"] == {"min": 8, "opt": 8, "max": 8}
     assert meta["builder_optimization_level"] == 1 and meta["workspace_mib"] == 512
-    assert (tmp_path / "timing.cache").is_file()
+    assert meta["tf32"] is True
+    # TensorRT-RTX deprecates the timing cache (a no-op that needs a GPU): the option is dropped with a warning
+    assert meta["timing_cache"] is None and not (tmp_path / "timing.cache").exists()
+    assert "ignoring --timing-cache" in proc.stdout + proc.stderr
     proc = run_cmd(["trt/build_engine.py", "--onnx-file", str(micro_onnx["fp32"]), "--trt-engine",
                     str(tmp_path / "x.engine"), "--mode", "int8"], check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --mode int8 needs") and "Traceback" not in proc.stderr
+
+
+# --- builder settings and TensorRT return values ------------------------------------------------------------------
+
+def test_tf32_is_cleared_unless_asked_although_tensorrt_enables_it_by_default(trt_rtx_backend):
+    trt = trt_rtx_backend.module
+    default = trt_rtx_backend.create_builder(trt_rtx_backend.logger()).create_builder_config()
+    assert default.get_flag(trt.BuilderFlag.TF32)  # the library's default, which an "fp32" engine must not keep
+    assert EngineBuilder(trt_rtx_backend).tf32 is False
+    assert EngineBuilder(trt_rtx_backend).config.get_flag(trt.BuilderFlag.TF32) is False
+    assert EngineBuilder(trt_rtx_backend, tf32=True).tf32 is True
+
+
+def test_tensorrt_rtx_engines_are_built_for_user_allocation_so_they_can_be_graph_captured(trt_rtx_backend):
+    trt = trt_rtx_backend.module
+    builder = EngineBuilder(trt_rtx_backend)
+    assert builder.require_user_allocation and builder.config.get_flag(trt.BuilderFlag.REQUIRE_USER_ALLOCATION)
+
+
+def test_a_profile_tensorrt_rejects_is_a_user_error(trt_rtx_backend, tmp_path):
+    builder = EngineBuilder(trt_rtx_backend)
+    builder.create_network(qdq_matmul_graph(tmp_path / "qdq.onnx"))
+    good = {"x": {"min": [1, 8], "opt": [2, 8], "max": [4, 8]}}
+    assert register_profile(builder.builder, builder.config, good, "qdq.onnx") == 0
+    unordered = {"x": {"min": [4, 8], "opt": [2, 8], "max": [1, 8]}}  # add_optimization_profile returns -1
+    with pytest.raises(UserError, match="TensorRT rejected the optimisation profile .* for qdq.onnx"):
+        register_profile(builder.builder, builder.config, unordered, "qdq.onnx")
+
+
+class TimingCacheConfig:
+    """The timing-cache part of IBuilderConfig when TensorRT cannot read the file (create_timing_cache returns None)."""
+
+    def create_timing_cache(self, serialized_timing_cache):
+        return None
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        raise AssertionError("must not be reached")
+
+
+def test_an_unreadable_timing_cache_is_a_user_error(tmp_path):
+    from tensorrt_api import assert_mirrors_stub, load_stubs
+
+    assert_mirrors_stub(load_stubs(), TimingCacheConfig, "IBuilderConfig")
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"not a cache")
+    with pytest.raises(UserError, match=f"timing cache {cache} could not be read by TensorRT.*delete it"):
+        load_timing_cache(TimingCacheConfig(), str(cache))
+
+
+# --- which TensorRT module: full TensorRT without a GPU ------------------------------------------------------------
+
+def full_tensorrt_without_gpu():
+    """A ``tensorrt`` module as full TensorRT behaves on a machine without a GPU.
+
+    ``Builder(logger)`` is pybind11 over ``createInferBuilder`` (TensorRT's python/src/infer/pyCore.cpp), which
+    returns nullptr without a GPU; pybind11 then raises this TypeError (pybind11/detail/init.h).
+    """
+    import types
+
+    module = types.ModuleType("tensorrt")
+    module.__version__ = "10.13.0.35"
+
+    class Logger:
+        WARNING, VERBOSE = "WARNING", "VERBOSE"
+
+        def __init__(self, min_severity):
+            self.min_severity = min_severity
+
+    class Builder:
+        def __init__(self, logger):
+            raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    module.Logger, module.Builder = Logger, Builder
+    return module
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the choice on a machine without a GPU")
+def test_full_tensorrt_without_a_gpu_is_passed_over_by_auto_and_one_sentence_when_asked_for(monkeypatch, tmp_path):
+    import sys
+
+    from tensorrt_api import load_stubs
+    from trt.backend import load_backend
+
+    stubs = load_stubs()
+    assert ["logger"] in stubs.classes["Builder"]["__init__"] and ["min_severity"] in stubs.classes["Logger"]["__init__"]
+    monkeypatch.setitem(sys.modules, "tensorrt", full_tensorrt_without_gpu())
+    monkeypatch.setattr("trt.backend._LOGGERS", {})  # the stand-in's logger must not outlive the test
+    assert load_backend("auto").is_rtx  # builds on the CPU instead of crashing in trt.Builder
+    with pytest.raises(UserError, match=r"tensorrt 10.13.0.35 could not create a builder \(pybind11.*nullptr\).*"
+                                        r"--backend tensorrt_rtx"):
+        build_engine(qdq_matmul_graph(tmp_path / "qdq.onnx"), str(tmp_path / "x.engine"), "int8", backend="tensorrt")
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx_bindings", None)  # only full TensorRT installed
+    with pytest.raises(UserError, match="tensorrt 10.13.0.35 is installed but no CUDA GPU is visible.*"
+                                        "tensorrt-rtx-cu13-bindings"):
+        load_backend("auto")
+
+
+def test_a_tensorrt_folder_of_type_stubs_is_not_taken_for_tensorrt(monkeypatch):
+    import importlib
+    import sys
+
+    from tensorrt_api import stubs_dir
+    from trt.backend import load_backend
+
+    # the stubs' own tensorrt/*.pyi folder on the path: what `pip install tensorrt-stubs` into site-packages does
+    monkeypatch.syspath_prepend(str(stubs_dir()))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    importlib.invalidate_caches()
+    assert importlib.import_module("tensorrt").__spec__.origin is None  # an empty namespace package
+    assert load_backend("auto").is_rtx
+    with pytest.raises(UserError, match="no TensorRT Python module is installed"):
+        load_backend("tensorrt")
 
 
 # --- Swin-T ----------------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import torch
 
 from conftest import load_engine_or_skip
 from trt.backend import load_backend, torch_dtype
-from trt.engine import TRTEngine, batch_limits, describe_io, describe_validity, plan_chunks
+from trt.engine import (ALIGNMENT, TRTEngine, aligned, batch_limits, bind_address, create_context, describe_io,
+                        describe_validity, plan_chunks, select_profile)
 from trt.metadata import check_compatible, metadata_path
 from utils import UserError
 
@@ -138,6 +139,105 @@ def test_no_cuda_device_is_one_sentence(micro_engines):
         TRTEngine(str(micro_engines["fp32"]))
 
 
+# --- TensorRT return values the runtime must not ignore -------------------------------------------------------------
+# Test doubles of the documented calls (their signatures are checked against TensorRT 10.13's stubs): a real
+# execution context needs a GPU, and these paths are our control flow on what TensorRT returns.
+
+class RuntimeConfig:
+    """IRuntimeConfig: records the allocation strategy asked for."""
+
+    def set_execution_context_allocation_strategy(self, strategy):
+        self.strategy = strategy
+
+
+class EngineWithoutContext:
+    """ICudaEngine whose create_execution_context returns None (TensorRT's answer when it cannot make one)."""
+
+    def create_runtime_config(self):
+        self.runtime_config = RuntimeConfig()
+        return self.runtime_config
+
+    def create_execution_context(self, runtime_config):
+        assert runtime_config is self.runtime_config
+        return None
+
+
+class Context:
+    """IExecutionContext's profile and address setters, answering ``answer`` (False, or an exception to raise)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def set_tensor_address(self, name, memory):
+        return self.answer
+
+
+@pytest.fixture(scope="module")
+def stubs():
+    from tensorrt_api import load_stubs
+
+    return load_stubs()
+
+
+def test_test_doubles_have_the_signatures_tensorrt_publishes(stubs):
+    from tensorrt_api import assert_mirrors_stub
+
+    assert_mirrors_stub(stubs, RuntimeConfig, "IRuntimeConfig")
+    assert_mirrors_stub(stubs, EngineWithoutContext, "ICudaEngine")
+    assert_mirrors_stub(stubs, Context, "IExecutionContext")
+
+
+def test_contexts_take_user_managed_memory_and_none_from_tensorrt_is_one_sentence():
+    engine = EngineWithoutContext()
+    with pytest.raises(UserError, match="could not create an execution context for m.engine .*free GPU memory"):
+        create_context(engine, trt, "m.engine")
+    assert engine.runtime_config.strategy == trt.ExecutionContextAllocationStrategy.USER_MANAGED
+
+
+@pytest.mark.parametrize("answer", [False, RuntimeError("Error in set optimization profile async.")],
+                         ids=["tensorrt10_false", "tensorrt11_raises"])
+def test_a_refused_optimisation_profile_is_a_user_error(answer):
+    with pytest.raises(UserError, match="could not select optimisation profile 1 of m.engine"):
+        select_profile(Context(answer), 1, 0, "m.engine", num_profiles=2)
+    with pytest.raises(UserError, match="has 2 optimisation profile.*profile 2 was asked for.*0..1"):
+        select_profile(Context(True), 2, 0, "m.engine", num_profiles=2)
+    select_profile(Context(True), 1, 0, "m.engine", num_profiles=2)
+
+
+def test_a_refused_tensor_address_raises_instead_of_leaving_the_old_one_bound():
+    tensor = torch.zeros(64)
+    with pytest.raises(RuntimeError, match=f"refused address .* for tensor logits .*{ALIGNMENT}-byte"):
+        bind_address(Context(False), "logits", tensor)
+    bind_address(Context(True), "logits", tensor)
+
+
+def test_inputs_starting_off_the_alignment_tensorrt_needs_are_copied():
+    base = torch.arange(1024, dtype=torch.float32)
+    view = base[1:]  # 4 bytes past an allocation
+    assert view.data_ptr() % ALIGNMENT != 0
+    copy = aligned(view)
+    assert copy.data_ptr() != view.data_ptr() and torch.equal(copy, view)
+    start = next(i for i in range(1024) if base[i:].data_ptr() % ALIGNMENT == 0)
+    assert aligned(base[start:]).data_ptr() == base[start:].data_ptr()  # aligned views are used as they are
+
+
+def test_cuda_graphs_of_a_tensorrt_rtx_engine_built_without_user_allocation_are_refused(micro_engines, tmp_path):
+    engine = tmp_path / "old_rtx.engine"
+    shutil.copy(micro_engines["fp32"], engine)
+    meta = json.loads(open(metadata_path(str(micro_engines["fp32"]))).read())
+    if meta["backend"] != "tensorrt_rtx":
+        pytest.skip("the micro engines were built with full TensorRT here")
+    meta.pop("require_user_allocation")  # an engine from before trt/build_engine.py set REQUIRE_USER_ALLOCATION
+    (tmp_path / "old_rtx.engine.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="not built with REQUIRE_USER_ALLOCATION.*--cuda-graph.*rebuild"):
+        TRTEngine(str(engine), cuda_graph=True)
+
+
 # --- GPU runtime (skipped here with the reason) ----------------------------------------------------------------------
 
 def ort_logits(onnx_file, images: torch.Tensor) -> np.ndarray:
@@ -156,12 +256,14 @@ def test_fp32_engine_matches_onnx_runtime_and_chunks_large_batches(micro_engines
         engine(images.cuda(), split=False)
 
 
-def test_cuda_graph_replay_gives_the_same_logits(micro_engines):
+def test_cuda_graph_replay_gives_the_same_logits_when_batch_sizes_alternate(micro_engines):
     plain = load_engine_or_skip(micro_engines["fp32"])
     graphed = load_engine_or_skip(micro_engines["fp32"], cuda_graph=True)
-    images = torch.randn(16, 3, 32, 32, device="cuda")
-    for _ in range(2):  # capture, then replay
-        torch.testing.assert_close(graphed(images), plain(images))
+    batches = {size: torch.randn(size, 3, 32, 32, device="cuda") for size in (16, 8)}
+    for size in (16, 8, 16, 8):  # capture each size, then replay both after the other was bound
+        torch.testing.assert_close(graphed(batches[size]), plain(batches[size]))
+    contexts = {size: entry[0] for size, entry in graphed._graphs.items()}
+    assert set(contexts) == {16, 8} and contexts[16] is not contexts[8] and graphed.context not in contexts.values()
 
 
 @pytest.mark.parametrize("mode,tolerance", [("fp16", 0.05), ("int8", 0.25)])

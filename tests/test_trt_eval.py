@@ -204,11 +204,24 @@ def test_benchmark_command_times_pytorch_and_prints_trtexec_lines(micro_engines,
     results = json.loads(out.read_text())["results"]
     eager = [r for r in results if r["backend"] == "eager"]
     assert [r["batch"] for r in eager] == [1, 4] and all(r["images_per_s"] > 0 for r in eager)
-    assert f"trtexec --loadEngine={micro_engines['fp16']} --shapes=input:4x3x32x32" in proc.stdout
+    if read_metadata(str(micro_engines["fp16"]))["backend"] == "tensorrt_rtx":
+        assert f"{micro_engines['fp16']} is a TensorRT-RTX engine; trtexec (full TensorRT) cannot load it" in proc.stdout
+    else:
+        assert f"trtexec --loadEngine={micro_engines['fp16']} --shapes=input:4x3x32x32" in proc.stdout
     assert "| batch | PyTorch eager fp32 | TensorRT fp16 |" in (tmp_path / "bench.md").read_text()
     if not torch.cuda.is_available():
         trt_rows = [r for r in results if r["backend"] == "trt"]
         assert all(r["note"] == "n/a" and "no CUDA device" in r["reason"] for r in trt_rows)
+
+
+def test_trtexec_line_leaves_out_the_flags_tensorrt_11_made_default_no_ops():
+    from trt.benchmark import trtexec_command
+
+    trt10 = trtexec_command("m.engine", 64, "input", [3, 224, 224], "10.13.0.35")
+    assert trt10 == ("trtexec --loadEngine=m.engine --shapes=input:64x3x224x224 --useCudaGraph --noDataTransfers "
+                     "--useSpinWait --warmUp=500 --duration=10")
+    trt11 = trtexec_command("m.engine", 64, "input", [3, 224, 224], "11.1.0.9")
+    assert trt11 == "trtexec --loadEngine=m.engine --shapes=input:64x3x224x224 --warmUp=500 --duration=10"
 
 
 # --- debug: ONNX Runtime against TensorRT / another graph ------------------------------------------------------------
@@ -234,6 +247,31 @@ def test_per_layer_comparison_of_fp16_and_fp32_graphs_in_onnx_runtime(micro_engi
     assert loose["compared"] > 50 and loose["outputs_passed"]
     exact = compare(fp32, candidate="ort", candidate_onnx=fp16, per_layer=True, batch_size=2, atol=0.0, rtol=0.0)
     assert exact["failed"] > 0 and exact["first_failure"] is not None and not exact["outputs_passed"]
+
+
+@pytest.mark.parametrize("per_layer", [False, True], ids=["outputs", "every_tensor"])
+def test_onnx_runtime_sessions_of_the_comparison_run_qdq_graphs_as_written(micro_engines, per_layer):
+    from onnx_tools.runtime import OrtPredictor
+    from trt.debug.compare import onnxrt_runner
+
+    onnx_file = str(micro_engines["onnx"]["int8"])
+    key = "session.disable_quant_qdq"
+    predictor = OrtPredictor(onnx_file, providers=["CPUExecutionProvider"]).session.get_session_options()
+    with onnxrt_runner(onnx_file, per_layer, "reference") as runner:
+        options = runner.sess.get_session_options()
+        assert options.get_session_config_entry(key) == predictor.get_session_config_entry(key) == "1"
+        assert (len(runner.sess.get_outputs()) > 1) is per_layer
+
+
+def test_tensorrt_runner_for_a_built_engine_is_made_from_polygraphys_own_loaders(micro_engines):
+    from polygraphy.backend.trt import TrtRunner
+
+    from trt.debug.compare import trt_runner
+
+    runner = trt_runner(None, str(micro_engines["fp32"]), False, "tensorrt", {})  # imports BytesFromPath
+    assert isinstance(runner, TrtRunner)
+    user_memory = read_metadata(str(micro_engines["fp32"])).get("require_user_allocation")
+    assert runner.allocation_strategy == ("profile" if user_memory else None)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")

@@ -7,6 +7,11 @@ other modules in trt/ is written once against that common API and asks this
 module for the handful of differences: the strongly-typed network flag
 (required on TensorRT 10, ignored on 11, the default on TensorRT-RTX) and
 whether the module is TensorRT-RTX (which builds ahead of time on a CPU).
+
+Full TensorRT cannot create a builder without a GPU (``trt.Builder`` raises
+pybind11's ``TypeError: ... factory function returned nullptr``), so ``auto``
+passes over it on a machine without one, and :meth:`Backend.create_builder`
+turns that failure into one sentence when ``tensorrt`` was asked for by name.
 """
 from __future__ import annotations
 
@@ -74,6 +79,26 @@ class Backend:
         logger.min_severity = trt.Logger.VERBOSE if verbose else trt.Logger.WARNING
         return logger
 
+    def create_builder(self, logger):
+        """``Builder(logger)``, or a :class:`UserError` when this machine cannot make one.
+
+        Raises:
+            UserError: full TensorRT found no usable GPU (the bindings raise ``TypeError``
+                because ``createInferBuilder`` returned nullptr).
+        """
+        trt = self.module
+        try:
+            builder = trt.Builder(logger)
+        except TypeError as err:
+            builder, reason = None, str(err)
+        else:
+            reason = "it returned None"
+        if builder is None:
+            raise UserError(f"{self.describe()} could not create a builder ({reason}); full TensorRT needs a visible "
+                            "NVIDIA GPU with a working driver: check nvidia-smi, or pass --backend tensorrt_rtx to "
+                            "build on the CPU with TensorRT-RTX.")
+        return builder
+
     def network_flags(self) -> int:
         """Flags for ``Builder.create_network``: always strongly typed.
 
@@ -81,18 +106,33 @@ class Backend:
         but ignores it; TensorRT-RTX networks are strongly typed whatever the
         flags. Setting the bit where the member exists is right for all three.
         """
-        flag = getattr(self.module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        trt = self.module
+        flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         return 0 if flag is None else 1 << int(flag)
+
+
+def is_tensorrt_module(module: ModuleType) -> bool:
+    """True for real TensorRT-family bindings.
+
+    A folder holding only ``.pyi`` files (what ``pip install tensorrt-stubs`` puts in
+    site-packages) imports as an empty namespace package: importable, but no API.
+    """
+    return hasattr(module, "Builder") and hasattr(module, "__version__")
 
 
 def _import_first(names: Tuple[str, ...]) -> Optional[Tuple[ModuleType, str]]:
     for module_name in names:
         try:
-            return importlib.import_module(module_name), module_name
+            module = importlib.import_module(module_name)
         except ImportError:
             continue
         except OSError as err:  # the module exists but its shared libraries do not load
             _LOG.warning("%s is installed but did not load (%s)", module_name, err)
+            continue
+        if is_tensorrt_module(module):
+            return module, module_name
+        _LOG.warning("%s imports but is not a TensorRT binding (no Builder or __version__; type stubs only?): "
+                     "ignoring it", module_name)
     return None
 
 
@@ -100,20 +140,35 @@ def load_backend(choice: str = "auto") -> Backend:
     """Import the TensorRT-family module that ``choice`` names.
 
     Args:
-        choice: ``auto`` (``tensorrt`` when importable, else TensorRT-RTX),
-            ``tensorrt`` or ``tensorrt_rtx``.
+        choice: ``auto`` (``tensorrt`` when importable and a CUDA GPU is visible, else
+            TensorRT-RTX), ``tensorrt`` or ``tensorrt_rtx``.
 
     Raises:
-        UserError: the choice is unknown or no such module is installed.
+        UserError: the choice is unknown, no such module is installed, or (``auto``) only
+            full TensorRT is installed and there is no GPU for it.
     """
     if choice not in BACKEND_CHOICES:
         raise UserError(f"--backend {choice!r} is not known: use one of {', '.join(BACKEND_CHOICES)}.")
     names = AUTO_ORDER if choice == "auto" else (choice,)
+    passed_over = None
     for name in names:
         found = _import_first(MODULES[name])
-        if found:
-            module, module_name = found
-            return Backend(name, module, module_name, str(getattr(module, "__version__", "unknown")))
+        if not found:
+            continue
+        module, module_name = found
+        backend = Backend(name, module, module_name, str(module.__version__))
+        if choice == "auto" and not backend.is_rtx and not torch.cuda.is_available():
+            # full TensorRT creates neither builder nor runtime without a GPU; TensorRT-RTX builds on the CPU
+            passed_over = backend
+            continue
+        if passed_over:
+            _LOG.info("%s is installed but no CUDA GPU is visible: using %s, which builds on the CPU",
+                      passed_over.describe(), backend.describe())
+        return backend
+    if passed_over:
+        raise UserError(f"{passed_over.describe()} is installed but no CUDA GPU is visible, and full TensorRT needs one "
+                        "to build or run engines: run on a GPU machine, or install tensorrt-rtx-cu13-bindings to build "
+                        "on the CPU.")
     wanted = " or ".join(m for n in names for m in MODULES[n])
     raise UserError(f"no TensorRT Python module is installed ({wanted} not importable): install tensorrt "
                     "(TensorRT 10/11, needs an NVIDIA GPU to run engines) or tensorrt-rtx-cu13-bindings "
@@ -138,7 +193,7 @@ def runtime_unavailable_reason(modules: Tuple[str, ...] = ("tensorrt", "tensorrt
     """Why TensorRT engines cannot run here (None when they might): no GPU, or none of ``modules`` installed."""
     if not torch.cuda.is_available():
         return "no CUDA GPU here: running a TensorRT engine needs one (TensorRT-RTX builds on the CPU but cannot run)"
-    if not any(importlib.util.find_spec(m) for m in modules):
+    if not any(_import_first((m,)) for m in modules if importlib.util.find_spec(m)):
         return f"no TensorRT Python module installed ({' or '.join(modules)})"
     return None
 

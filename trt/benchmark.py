@@ -143,11 +143,18 @@ def ort_runner(path: str) -> Tuple[Runner, str]:
     return run, provider
 
 
-def trtexec_command(engine_file: str, batch: int, input_name: str, shape: Sequence[int]) -> str:
-    """The ``trtexec`` line that times ``engine_file`` at ``batch`` (no host copies, CUDA graph, spin wait)."""
+def trtexec_command(engine_file: str, batch: int, input_name: str, shape: Sequence[int],
+                    tensorrt_version: Optional[str] = None) -> str:
+    """The ``trtexec`` line that times ``engine_file`` at ``batch`` (no host copies, CUDA graph, spin wait).
+
+    TensorRT 10's trtexec needs ``--useCudaGraph --noDataTransfers --useSpinWait`` for that; TensorRT 11 made
+    them the defaults and the flags deprecated no-ops (its ``samples/common/sampleOptions.cpp``), so they are
+    left out for an engine built with 11 or later.
+    """
     dims = "x".join(str(d) for d in [batch] + list(shape))
-    return (f"trtexec --loadEngine={engine_file} --shapes={input_name}:{dims} --useCudaGraph --noDataTransfers "
-            "--useSpinWait --warmUp=500 --duration=10")
+    major = int(tensorrt_version.split(".")[0]) if tensorrt_version and tensorrt_version[0].isdigit() else 10
+    flags = "" if major >= 11 else " --useCudaGraph --noDataTransfers --useSpinWait"
+    return f"trtexec --loadEngine={engine_file} --shapes={input_name}:{dims}{flags} --warmUp=500 --duration=10"
 
 
 def engine_io(engine_file: str, config) -> Tuple[str, List[int], Optional[Tuple[int, int]]]:
@@ -302,11 +309,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               f"weights {'from ' + args.resume if args.resume else 'random'}")
     print(header)
     print(table)
+    from trt.metadata import read_metadata
+
     for precision, engine_file in sorted(engines.items()):
         name, shape, limits = engine_io(engine_file, config)
+        meta = read_metadata(engine_file) or {}
+        if meta.get("backend") == "tensorrt_rtx":
+            print(f"# {precision}: {engine_file} is a TensorRT-RTX engine; trtexec (full TensorRT) cannot load it")
+            continue
         for batch in args.batch_sizes:
             if limits is None or limits[0] <= batch <= limits[1]:
-                print(f"# {precision} batch {batch}: {trtexec_command(engine_file, batch, name, shape)}")
+                line = trtexec_command(engine_file, batch, name, shape, meta.get("version"))
+                print(f"# {precision} batch {batch}: {line}")
     if args.output_md:
         atomic_write_bytes(args.output_md, (header + "\n\n" + table + "\n").encode())
     if args.output_csv:

@@ -6,8 +6,10 @@
 
 ``--mode fp16`` given an FP32 graph converts it first (onnx_tools/fp16.py,
 ops in ONNX.FP16_KEEP_FP32_OPS stay FP32); ``--mode int8|fp8`` needs Q/DQ
-nodes in the graph. The engine is written atomically with ``ENGINE.json``
-beside it (ONNX hash, mode, profile, backend, version, GPU).
+nodes in the graph. FP32 layers stay FP32: the TF32 builder flag, on by
+default in TensorRT, is cleared unless ``--tf32``. The engine is written
+atomically with ``ENGINE.json`` beside it (ONNX hash, mode, profile, TF32,
+TensorRT module and version, GPU, the network's precision summary).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import onnx
 
 from trt.backend import BACKEND_CHOICES, Backend, cuda_device_summary, dtype_name, load_backend
 from trt.metadata import file_sha256, write_metadata
+from trt.network_plan import precision_plan
 from trt.onnx_precision import MODES, check_mode, graph_precision
 from utils import UserError, atomic_path, atomic_write_bytes, create_logger, require_file, require_parent_dir, run_main
 
@@ -94,6 +97,40 @@ def parser_errors(parser) -> List[str]:
     return lines
 
 
+def load_timing_cache(config, path: str):
+    """Attach the timing cache in ``path`` (empty when the file does not exist yet) to ``config``.
+
+    Raises:
+        UserError: the file is not a timing cache, or was made on another GPU or TensorRT version.
+    """
+    data = b""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            data = f.read()
+    cache = config.create_timing_cache(data)
+    if cache is None:
+        raise UserError(f"timing cache {path} could not be read by TensorRT (not a timing cache, or damaged): delete it.")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise UserError(f"timing cache {path} was made on another GPU or TensorRT version: delete it.")
+    return cache
+
+
+def register_profile(builder, config, shapes: Dict[str, Dict[str, List[int]]], onnx_file: str) -> int:
+    """Add one optimisation profile with ``shapes`` (input name -> min/opt/max) to ``config``; returns its index.
+
+    Raises:
+        UserError: TensorRT rejects the profile (``add_optimization_profile`` returns -1).
+    """
+    profile = builder.create_optimization_profile()
+    for name, dims in shapes.items():
+        profile.set_shape(name, dims["min"], dims["opt"], dims["max"])
+    index = config.add_optimization_profile(profile)
+    if index < 0:
+        raise UserError(f"TensorRT rejected the optimisation profile {shapes} for {onnx_file} (see its error above): "
+                        "use batch sizes with 1 <= --min-batch <= --opt-batch <= --max-batch and the graph's image size.")
+    return index
+
+
 class EngineBuilder:
     """Owns the builder, the network, the ONNX parser and the builder config of one build.
 
@@ -102,17 +139,25 @@ class EngineBuilder:
         verbose: TensorRT's verbose log.
         workspace_mib: workspace memory-pool limit.
         optimization_level: builder optimisation level (0..5).
-        timing_cache: file to read tactic timings from and write them back to (None: none).
+        timing_cache: file to read tactic timings from and write them back to (None: none). Ignored,
+            with a warning, by TensorRT-RTX: its timing cache is deprecated (1.2), changes nothing in the
+            engine and needs a GPU during the ahead-of-time build.
         detailed_profiling: ``ProfilingVerbosity.DETAILED`` so the engine inspector can name
             layers, precisions and tactics later (a few kB more in the engine, no runtime cost).
+        tf32: let FP32 convolutions and matrix multiplies run in TF32. TensorRT (and TensorRT-RTX)
+            enable it by default; it is cleared unless asked, because precision lives in the ONNX
+            graph and an FP32 tensor there means FP32.
+
+    Raises:
+        UserError: no builder can be created here, or a bad optimisation level or timing cache.
     """
 
     def __init__(self, backend: Backend, verbose: bool = False, workspace_mib: int = 4096, optimization_level: int = 3,
-                 timing_cache: Optional[str] = None, detailed_profiling: bool = True) -> None:
+                 timing_cache: Optional[str] = None, detailed_profiling: bool = True, tf32: bool = False) -> None:
         trt = backend.module
         self.backend = backend
         self.trt_logger = backend.logger(verbose)
-        self.builder = trt.Builder(self.trt_logger)
+        self.builder = backend.create_builder(self.trt_logger)
         self.config = self.builder.create_builder_config()
         self.config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
         if not 0 <= optimization_level <= 5:
@@ -120,17 +165,31 @@ class EngineBuilder:
         self.config.builder_optimization_level = optimization_level
         if detailed_profiling:
             self.config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        if tf32:
+            self.config.set_flag(trt.BuilderFlag.TF32)
+        else:
+            self.config.clear_flag(trt.BuilderFlag.TF32)
+        # TensorRT-RTX records CUDA graphs of a context only when the engine takes user-allocated memory
+        # (TensorRT-RTX 1.2 release notes); trt/engine.py always supplies it
+        self.require_user_allocation = False
+        if backend.is_rtx:
+            self.config.set_flag(trt.BuilderFlag.REQUIRE_USER_ALLOCATION)
+            self.require_user_allocation = True
         self.timing_cache_file = timing_cache
-        if timing_cache:
-            data = b""
-            if os.path.isfile(timing_cache):
-                with open(timing_cache, "rb") as f:
-                    data = f.read()
-            cache = self.config.create_timing_cache(data)
-            if not self.config.set_timing_cache(cache, ignore_mismatch=False):
-                raise UserError(f"timing cache {timing_cache} was made on another GPU or TensorRT version: delete it.")
+        if timing_cache and backend.is_rtx:
+            _LOG.warning("ignoring --timing-cache %s: %s deprecates the timing cache (a no-op that needs a GPU during "
+                         "the ahead-of-time build)", timing_cache, backend.describe())
+            self.timing_cache_file = None
+        if self.timing_cache_file:
+            load_timing_cache(self.config, self.timing_cache_file)
         self.network = None
         self.parser = None
+
+    @property
+    def tf32(self) -> bool:
+        """Whether the config lets FP32 layers use TF32 (read back from TensorRT)."""
+        trt = self.backend.module
+        return bool(self.config.get_flag(trt.BuilderFlag.TF32))
 
     def create_network(self, onnx_file: str, model: Optional[onnx.ModelProto] = None):
         """Parse ``model`` (or the file itself when None) into a strongly typed network.
@@ -163,7 +222,6 @@ class EngineBuilder:
         Returns:
             input name -> {"min", "opt", "max"} shapes, as recorded in the metadata.
         """
-        trt_profile = self.builder.create_optimization_profile()
         shapes = {}
         for name, shape in self.input_shapes().items():
             if any(d < 0 for d in shape[1:]):
@@ -171,8 +229,7 @@ class EngineBuilder:
                                 "batch: export it with a fixed image size.")
             rest = list(shape[1:])
             shapes[name] = {k: [getattr(profile, k)] + rest for k in ("min", "opt", "max")}
-            trt_profile.set_shape(name, shapes[name]["min"], shapes[name]["opt"], shapes[name]["max"])
-        self.config.add_optimization_profile(trt_profile)
+        register_profile(self.builder, self.config, shapes, onnx_file)
         return shapes
 
     def create_engine(self, engine_file: str) -> int:
@@ -193,9 +250,12 @@ class EngineBuilder:
         return serialized.nbytes
 
     def build_targets(self) -> Optional[List[str]]:
-        """TensorRT-RTX compute capabilities the engine targets (None: the library's default set)."""
-        count = getattr(self.config, "num_compute_capabilities", 0)
-        return [self.config.get_compute_capability(i).name for i in range(count)] or None
+        """TensorRT-RTX compute capabilities the engine targets (None: full TensorRT, or the library's default set)."""
+        targets = None
+        if self.backend.is_rtx:
+            config = self.config
+            targets = [config.get_compute_capability(i).name for i in range(config.num_compute_capabilities)] or None
+        return targets
 
 
 def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_size: Optional[int] = None,
@@ -204,7 +264,7 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
                  backend: str = "auto", verbose: bool = False,
                  fp16_keep_fp32_ops: Optional[Sequence[str]] = None,
                  default_profile: BatchProfile = BatchProfile(1, 64, 256),
-                 save_fp16_onnx: Optional[str] = None) -> Dict[str, Any]:
+                 save_fp16_onnx: Optional[str] = None, tf32: bool = False) -> Dict[str, Any]:
     """ONNX -> engine file + metadata JSON. Returns the metadata.
 
     Args:
@@ -222,6 +282,7 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
         default_profile: the config's TRT.MIN/OPT/MAX_BATCH.
         save_fp16_onnx: where to keep the converted graph when ``--mode fp16`` converts one
             (for trt/inspect_engine.py and trt/debug/compare.py).
+        tf32: let FP32 layers use TF32 (off by default, see :class:`EngineBuilder`).
     """
     require_file(onnx_file, "ONNX file", "pass the path of a file written by export.py")
     require_parent_dir(engine_file)
@@ -246,14 +307,18 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
             with atomic_path(save_fp16_onnx) as tmp:
                 onnx.save(model, tmp)
     del header
-    builder = EngineBuilder(trt_backend, verbose, workspace_mib, optimization_level, timing_cache)
+    builder = EngineBuilder(trt_backend, verbose, workspace_mib, optimization_level, timing_cache, tf32=tf32)
     builder.create_network(onnx_file, model)
     shapes = builder.add_profile(profile, onnx_file)
     network = builder.network
     outputs = {network.get_output(i).name: dtype_name(network.get_output(i).dtype) for i in range(network.num_outputs)}
     inputs = {network.get_input(i).name: dtype_name(network.get_input(i).dtype) for i in range(network.num_inputs)}
-    _LOG.info("building %s engine with %s (ONNX: %s%s; batch %d..%d, opt %d)", mode, trt_backend.describe(),
-              precision.summary(), ", converted to FP16" if convert else "", profile.min, profile.max, profile.opt)
+    # what the strongly typed network stores per image and computes in (trt/network_plan.py), parsed at batch 1
+    summary = precision_plan(onnx_file, trt_backend, 1, model or onnx.load(onnx_file)).summary()
+    del summary["source"]
+    _LOG.info("building %s engine with %s (ONNX: %s%s; batch %d..%d, opt %d; TF32 %s)", mode, trt_backend.describe(),
+              precision.summary(), ", converted to FP16" if convert else "", profile.min, profile.max, profile.opt,
+              "on" if builder.tf32 else "off")
     size = builder.create_engine(engine_file)
     meta = {
         "onnx_file": os.path.abspath(onnx_file), "onnx_sha256": file_sha256(onnx_file), "mode": mode,
@@ -261,7 +326,10 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
         "graph_precision": precision.summary(), "profile": profile.as_dict(), "shapes": shapes,
         "inputs": inputs, "outputs": outputs, "backend": trt_backend.name, "module": trt_backend.module_name,
         "version": trt_backend.version, "gpu": cuda_device_summary(), "build_targets": builder.build_targets(),
-        "strongly_typed": True, "builder_optimization_level": optimization_level, "workspace_mib": workspace_mib,
+        "strongly_typed": True, "tf32": builder.tf32, "require_user_allocation": builder.require_user_allocation,
+        "precision_summary": summary,
+        "timing_cache": os.path.abspath(builder.timing_cache_file) if builder.timing_cache_file else None,
+        "builder_optimization_level": optimization_level, "workspace_mib": workspace_mib,
         "engine_bytes": size, "build_seconds": round(time.perf_counter() - start, 2),
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -285,6 +353,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                         help="auto: tensorrt if importable, else TensorRT-RTX")
     parser.add_argument("--save-fp16-onnx", help="with --mode fp16 on an FP32 ONNX: keep the converted graph here")
+    parser.add_argument("--tf32", action="store_true",
+                        help="let FP32 convolutions and matrix multiplies run in TF32 (TensorRT's default; off here)")
     parser.add_argument("--cfg", help="config YAML (for the TRT and ONNX.FP16_KEEP_FP32_OPS defaults)")
     parser.add_argument("--opts", nargs="+", default=[], help="config overrides, KEY VALUE pairs")
     parser.add_argument("-v", "--verbose", action="store_true", help="TensorRT's verbose log")
@@ -304,7 +374,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         optimization_level=config.TRT.OPTIMIZATION_LEVEL, backend=args.backend, verbose=args.verbose,
         fp16_keep_fp32_ops=list(config.ONNX.FP16_KEEP_FP32_OPS),
         default_profile=BatchProfile(config.TRT.MIN_BATCH, config.TRT.OPT_BATCH, config.TRT.MAX_BATCH),
-        save_fp16_onnx=args.save_fp16_onnx)
+        save_fp16_onnx=args.save_fp16_onnx, tf32=args.tf32)
     p = meta["profile"]
     print(f"{args.trt_engine}: {meta['mode']} engine, {meta['backend']} {meta['version']}, batch {p['min']}..{p['max']} "
           f"(opt {p['opt']}), {meta['engine_bytes'] / 1e6:.1f} MB, {meta['build_seconds']} s")

@@ -4,28 +4,48 @@
 one entry per engine layer when the engine was built with
 ``ProfilingVerbosity.DETAILED`` (trt/build_engine.py does). This module turns
 that JSON into report rows.
+
+A layer's tensor says its type in one of two layouts:
+
+- TensorRT 10: ``"Format/Datatype": "Row major linear FP16 format"`` (or a bare
+  ``"Half"``/``"Float"``), the type one word of a sentence;
+- TensorRT 11 (and TensorRT-RTX): ``"Datatype": "Half"`` and, separately,
+  ``"Format": "Row major linear FP16 format (kLINEAR)"``; the engine's
+  ``I/O Tensors`` spell the key ``DataType``.
+
+Types are read as whole words (``BFloat16`` is not ``Float``), the type field
+before the format sentence, and named as TensorRT's ``DataType`` members.
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, Optional
 
 from utils import UserError
 
-_DTYPE_WORDS = (("int8", "INT8"), ("fp8", "FP8"), ("e4m3", "FP8"), ("bf16", "BF16"), ("half", "HALF"),
-                ("fp16", "HALF"), ("float", "FLOAT"), ("fp32", "FLOAT"), ("int32", "INT32"), ("int64", "INT64"))
+# words TensorRT uses for a data type (its DataType printer and its format descriptions) -> DataType member name
+DTYPE_WORDS: Dict[str, str] = {
+    "FLOAT": "FLOAT", "FP32": "FLOAT", "HALF": "HALF", "FP16": "HALF", "BFLOAT16": "BF16", "BF16": "BF16",
+    "INT8": "INT8", "UINT8": "UINT8", "FP8": "FP8", "FLOAT8E4M3": "FP8", "INT32": "INT32", "INT64": "INT64",
+    "BOOL": "BOOL", "INT4": "INT4", "FP4": "FP4",
+}
+_DTYPE_RE = re.compile(r"\b(" + "|".join(sorted(DTYPE_WORDS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 _GEMM_WORDS = ("gemm", "matrixmultiply", "matmul", "convolution", "conv", "fmha", "mha", "attention")
 
 
+def dtype_in_text(text: str) -> Optional[str]:
+    """The first data-type word of ``text`` as a DataType member name (None: none, e.g. "N/A due to dynamic shapes")."""
+    match = _DTYPE_RE.search(text)
+    return DTYPE_WORDS[match.group(1).upper()] if match else None
+
+
 def tensor_dtype(entry: Dict[str, Any]) -> Optional[str]:
-    """Data type of one inspector tensor entry: ``DataType`` (TensorRT 11) or parsed from ``Format/Datatype`` (10)."""
-    if entry.get("DataType"):
-        text = str(entry["DataType"]).lower()
-    else:
-        text = str(entry.get("Format/Datatype", "")).lower()
-    for word, name in _DTYPE_WORDS:
-        if word in text:
-            return name
+    """Data type of one inspector tensor entry, in either layout (see the module docstring)."""
+    for key in ("Datatype", "DataType", "Format/Datatype", "Format"):
+        found = dtype_in_text(str(entry.get(key) or ""))
+        if found:
+            return found
     return None
 
 
@@ -64,4 +84,7 @@ def inspect_engine(engine_file: str, backend_choice: str = "auto") -> List[Dict[
     engine = TRTEngine(engine_file, backend=backend_choice)
     trt = engine.backend.module
     inspector = engine.engine.create_engine_inspector()
+    if inspector is None:
+        raise UserError(f"{engine.backend.describe()} gave no engine inspector for {engine_file} (see the TensorRT "
+                        "errors above): rebuild the engine with trt/build_engine.py.")
     return parse_inspector_json(inspector.get_engine_information(trt.LayerInformationFormat.JSON))

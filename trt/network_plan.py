@@ -60,18 +60,20 @@ def with_fixed_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     return model
 
 
-def parse_network(onnx_file: str, backend: Backend, batch: int = 1):
-    """Parse ``onnx_file`` at ``batch`` into a strongly typed network; returns the builder that owns it.
+def parse_network(onnx_file: str, backend: Backend, batch: int = 1, model: Optional[onnx.ModelProto] = None):
+    """Parse ``onnx_file`` (or ``model``, the graph in memory, named ``onnx_file``) at ``batch`` into a strongly
+    typed network; returns the builder that owns it.
 
     Raises:
         UserError: missing file, or a graph the parser rejects.
     """
     from trt.build_engine import EngineBuilder
 
-    require_file(onnx_file, "ONNX file", "pass the path of a file written by export.py or swin_quant_flow.py")
-    model = with_fixed_batch(onnx.load(onnx_file), batch)
+    if model is None:
+        require_file(onnx_file, "ONNX file", "pass the path of a file written by export.py or swin_quant_flow.py")
+        model = onnx.load(onnx_file)
     builder = EngineBuilder(backend, detailed_profiling=False)
-    builder.create_network(onnx_file, model)
+    builder.create_network(onnx_file, with_fixed_batch(model, batch))
     return builder
 
 
@@ -236,9 +238,11 @@ class PrecisionPlan:
                 "gemms": self.gemms}
 
 
-def precision_plan(onnx_file: str, backend: Backend, batch: int = 1) -> PrecisionPlan:
-    """The :class:`PrecisionPlan` of ``onnx_file`` parsed by ``backend`` at ``batch`` (no GPU needed)."""
-    builder = parse_network(onnx_file, backend, batch)
+def precision_plan(onnx_file: str, backend: Backend, batch: int = 1,
+                   model: Optional[onnx.ModelProto] = None) -> PrecisionPlan:
+    """The :class:`PrecisionPlan` of ``onnx_file`` (or of ``model``, its graph in memory) parsed by ``backend`` at
+    ``batch`` (no GPU needed)."""
+    builder = parse_network(onnx_file, backend, batch, model)
     return PrecisionPlan(onnx_file, batch, plan_layers(builder.network), gemm_rows(builder.network))
 
 

@@ -8,7 +8,11 @@
     python trt/debug/compare.py --onnx-file weights/swin_tiny.onnx --candidate-onnx weights/swin_tiny_fp16.onnx \
         --candidate ort --per-layer
 
-The reference is always ``--onnx-file`` in ONNX Runtime (CPU). Runners come
+The reference is always ``--onnx-file`` in ONNX Runtime (CPU), with the
+session options of onnx_tools/runtime.py (``session.disable_quant_qdq``: Q/DQ
+graphs run as written, not as the integer kernels that overflow on x86 CPUs
+without VNNI). A TensorRT candidate built here from an ONNX file has TF32 off,
+as trt/build_engine.py builds it (``--tf32`` to allow it). Runners come
 from polygraphy: ``--per-layer`` marks every tensor as an output on both
 sides (``ModifyOutputs`` / ``ModifyNetworkOutputs`` with MARK_ALL), which for
 TensorRT also means building a new engine from the ONNX. Inputs are seeded
@@ -73,38 +77,63 @@ def use_trt_module(backend_choice: str = "auto") -> None:
         polygraphy_config.USE_TENSORRT_RTX = True
 
 
-def onnxrt_runner(onnx_file: str, per_layer: bool, name: str):
-    """A polygraphy ONNX Runtime runner (CPU) over ``onnx_file``, all tensors marked if ``per_layer``."""
-    from polygraphy import constants
-    from polygraphy.backend.onnx import BytesFromOnnx, ModifyOutputs, OnnxFromPath
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+def ort_session(onnx_file: str, per_layer: bool):
+    """An ONNX Runtime CPU session over ``onnx_file`` (every tensor an output if ``per_layer``).
 
+    Its options match onnx_tools/runtime.py's predictor: ``session.disable_quant_qdq`` so Q/DQ graphs run as
+    written (that predictor checks for one output, so it cannot hold an every-tensor graph).
+    """
+    import onnxruntime as ort
+
+    model: Any = onnx_file
     if per_layer:
-        model = BytesFromOnnx(ModifyOutputs(OnnxFromPath(onnx_file), outputs=constants.MARK_ALL))
-        return OnnxrtRunner(SessionFromOnnx(model, providers=["cpu"]), name=name)
-    return OnnxrtRunner(SessionFromOnnx(onnx_file, providers=["cpu"]), name=name)
+        from polygraphy import constants
+        from polygraphy.backend.onnx import BytesFromOnnx, ModifyOutputs, OnnxFromPath
+
+        model = BytesFromOnnx(ModifyOutputs(OnnxFromPath(onnx_file), outputs=constants.MARK_ALL))()
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own pybind types (InvalidProtobuf, Fail, NotImplemented...)
+        reason = str(err).strip().splitlines()[0][:200]
+        raise UserError(f"ONNX file {onnx_file} could not be loaded by ONNX Runtime ({reason}): is it an ONNX file "
+                        "this ONNX Runtime can run?") from None
+
+
+def onnxrt_runner(onnx_file: str, per_layer: bool, name: str):
+    """A polygraphy ONNX Runtime runner over :func:`ort_session`."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    return OnnxrtRunner(ort_session(onnx_file, per_layer), name=name)
 
 
 def trt_runner(onnx_file: Optional[str], engine_file: Optional[str], per_layer: bool, name: str,
-               feed: Dict[str, np.ndarray]):
+               feed: Dict[str, np.ndarray], tf32: bool = False):
     """A polygraphy TensorRT runner: a built engine, or an engine built now from ``onnx_file`` (strongly typed,
-    one optimisation profile fixed at the shapes of ``feed``)."""
+    TF32 only if ``tf32``, one optimisation profile fixed at the shapes of ``feed``)."""
     from polygraphy import constants
-    from polygraphy.backend.trt import (BytesFromPath, CreateConfig, EngineFromBytes, EngineFromNetwork,
-                                        ModifyNetworkOutputs, NetworkFromOnnxPath, Profile, TrtRunner)
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.trt import (CreateConfig, EngineFromBytes, EngineFromNetwork, ModifyNetworkOutputs,
+                                        NetworkFromOnnxPath, Profile, TrtRunner)
+
+    from trt.metadata import read_metadata
 
     if engine_file:
         if per_layer:
             raise UserError("--per-layer builds its own engine from the ONNX (every tensor an output): "
                             "pass --candidate-onnx instead of --engine.")
-        return TrtRunner(EngineFromBytes(BytesFromPath(engine_file)), name=name)
+        # a TensorRT-RTX engine built with REQUIRE_USER_ALLOCATION refuses contexts that allocate for themselves
+        user_memory = (read_metadata(engine_file) or {}).get("require_user_allocation")
+        return TrtRunner(EngineFromBytes(BytesFromPath(engine_file)), name=name,
+                         allocation_strategy="profile" if user_memory else None)
     network = NetworkFromOnnxPath(onnx_file, strongly_typed=True)
     if per_layer:
         network = ModifyNetworkOutputs(network, outputs=constants.MARK_ALL)
     profile = Profile()
     for input_name, array in feed.items():
         profile.add(input_name, min=array.shape, opt=array.shape, max=array.shape)
-    return TrtRunner(EngineFromNetwork(network, config=CreateConfig(profiles=[profile])), name=name)
+    return TrtRunner(EngineFromNetwork(network, config=CreateConfig(tf32=tf32, profiles=[profile])), name=name)
 
 
 def run_runner(runner, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -116,7 +145,7 @@ def run_runner(runner, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
 def compare(onnx_file: str, candidate: str = "trt", candidate_onnx: Optional[str] = None,
             engine_file: Optional[str] = None, per_layer: bool = False, batch_size: int = 1, atol: float = 1e-3,
-            rtol: float = 1e-3, seed: int = 0, backend: str = "auto") -> Dict[str, Any]:
+            rtol: float = 1e-3, seed: int = 0, backend: str = "auto", tf32: bool = False) -> Dict[str, Any]:
     """Reference ``onnx_file`` in ONNX Runtime against the candidate; returns the tolerance report.
 
     Args:
@@ -129,6 +158,7 @@ def compare(onnx_file: str, candidate: str = "trt", candidate_onnx: Optional[str
         atol, rtol: the tolerance.
         seed: input seed.
         backend: TensorRT-family module for ``trt`` (see trt/backend.py).
+        tf32: let the TensorRT candidate built from ONNX run FP32 layers in TF32.
     """
     require_file(onnx_file, "ONNX file", "pass the reference graph")
     if engine_file:
@@ -144,7 +174,7 @@ def compare(onnx_file: str, candidate: str = "trt", candidate_onnx: Optional[str
 
         require_cuda("TensorRT")
         use_trt_module(backend)
-        runner = trt_runner(None if engine_file else candidate_onnx, engine_file, per_layer, "tensorrt", feed)
+        runner = trt_runner(None if engine_file else candidate_onnx, engine_file, per_layer, "tensorrt", feed, tf32)
     elif candidate == "ort":
         runner = onnxrt_runner(candidate_onnx, per_layer, "onnxrt-candidate")
     else:
@@ -168,6 +198,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--rtol", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="auto", help="TensorRT module: auto | tensorrt | tensorrt_rtx")
+    parser.add_argument("--tf32", action="store_true", help="TensorRT candidate from ONNX: allow TF32 (off, as in builds)")
     parser.add_argument("--show", choices=("failed", "all"), default="failed", help="tensors to list")
     parser.add_argument("--output-json", help="write the full report here")
     return parser.parse_args(argv)
@@ -177,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     create_logger()
     report = compare(args.onnx_file, args.candidate, args.candidate_onnx, args.engine, args.per_layer,
-                     args.batch_size, args.atol, args.rtol, args.seed, args.backend)
+                     args.batch_size, args.atol, args.rtol, args.seed, args.backend, args.tf32)
     rows = report_rows(report, only_failed=args.show == "failed")
     if rows:
         print(format_table(rows))
