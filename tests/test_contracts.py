@@ -47,7 +47,7 @@ OBJECT_MEMBERS: Dict[str, Tuple[str, ...]] = {
     "get_input": ("INetworkDefinition", "ILayer"), "get_output": ("INetworkDefinition", "ILayer"),
     "num_layers": ("INetworkDefinition", "ICudaEngine"), "get_layer": ("INetworkDefinition",),
     "type": ("ILayer",), "name": ("ITensor", "ILayer", "DataType", "LayerType", "TensorIOMode"),
-    "shape": ("ITensor",), "dtype": ("ITensor",), "min_severity": ("Logger",),
+    "shape": ("ITensor",), "dtype": ("ITensor",), "is_shape_tensor": ("ITensor",), "min_severity": ("Logger",),
     # run: trt/engine.py, trt/engine_inspector.py
     "deserialize_cuda_engine": ("Runtime",), "get_engine_validity": ("Runtime",),
     "num_io_tensors": ("ICudaEngine",), "get_tensor_name": ("ICudaEngine",), "get_tensor_mode": ("ICudaEngine",),
