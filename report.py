@@ -43,17 +43,10 @@ def load_accuracy(results: str) -> List[Dict]:
     return sorted(rows, key=_order)
 
 
-def load_benchmark(results: str) -> Optional[Dict]:
-    path = os.path.join(results, "benchmark.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def load_precision_plan(results: str) -> Optional[Dict]:
-    """What ``trt/inspect_engine.py --compare ... --output-json precision_plan.json`` wrote, or None."""
-    path = os.path.join(results, "precision_plan.json")
+def load_result(results: str, name: str) -> Optional[Dict]:
+    """``results/name`` as JSON, or None when the step has not written it: ``benchmark.json`` (trt/benchmark.py),
+    ``precision_plan.json`` (``trt/inspect_engine.py --compare ... --output-json``)."""
+    path = os.path.join(results, name)
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
@@ -140,8 +133,8 @@ def write_report(results: str, title: str = "") -> Dict:
     if not os.path.isdir(results):
         raise UserError(f"results folder {results} does not exist: run the pipeline first.")
     rows = load_accuracy(results)
-    bench = load_benchmark(results)
-    plan = load_precision_plan(results)
+    bench = load_result(results, "benchmark.json")
+    plan = load_result(results, "precision_plan.json")
     md = [f"# {title or 'Deployment report'}", "", "## Accuracy", "", accuracy_table(rows), "",
           "## Precision plan of each engine's graph", "", precision_plan_table(plan), "", PLAN_NOTE, "",
           "## Throughput (images/s)", "", throughput_table(bench), ""]
