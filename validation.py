@@ -7,6 +7,7 @@ sentence naming the flag, key or file and the fix (a :class:`UserError`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from typing import Dict, Iterable, Tuple, Union
 
@@ -169,7 +170,7 @@ def require_modelopt_onnx(purpose: str) -> None:
     without one it raises an ImportError from deep inside ModelOpt (DESIGN.md, pitfalls).
     """
     try:
-        import modelopt.onnx.autocast  # noqa: F401
+        importlib.import_module("modelopt.onnx.autocast")
     except ImportError as err:
         missing = _missing_module(err)
         raise UserError(f"{purpose} needs ModelOpt's ONNX extras, and the Python module {missing!r} is not installed: "

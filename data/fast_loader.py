@@ -32,11 +32,10 @@ INTERPOLATION = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.Interpola
                   "random": F.InterpolationMode.BICUBIC}
 
 
-def decode_rgb(path: str) -> torch.Tensor:
-    """A file as a uint8 RGB tensor (3, H, W); formats torchvision cannot decode go through PIL.
+def read_rgb(path: str) -> Union[torch.Tensor, BadImage]:
+    """A file as a uint8 RGB tensor (3, H, W), or a :class:`BadImage` when it cannot be decoded.
 
-    Raises:
-        UserError: neither can read it, naming the file.
+    Formats torchvision cannot decode go through PIL.
     """
     try:
         return decode_image(read_file(path), mode=ImageReadMode.RGB)
@@ -50,7 +49,19 @@ def decode_rgb(path: str) -> torch.Tensor:
             array = np.asarray(image.convert("RGB"))
         return torch.from_numpy(array.copy()).permute(2, 0, 1)  # 3, H, W
     except OSError as err:
-        raise UserError(f"image {path} cannot be decoded ({err}): remove or replace it.") from None
+        return BadImage(path, str(err) or type(err).__name__)
+
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """:func:`read_rgb`, for callers in the main process.
+
+    Raises:
+        UserError: the file cannot be decoded, naming it.
+    """
+    image = read_rgb(path)
+    if isinstance(image, BadImage):
+        raise UserError(f"image {path} cannot be decoded ({image.reason}): remove or replace it.")
+    return image
 
 
 def resize_for_eval(image: torch.Tensor, size: int, crop: bool = True, interpolation: str = "bicubic") -> torch.Tensor:
@@ -88,10 +99,9 @@ class UInt8EvalDataset(Dataset):
 
     def __getitem__(self, index: int) -> Union[Tuple[torch.Tensor, int], BadImage]:
         path, label = self.samples[index]
-        try:
-            image = decode_rgb(path)
-        except UserError as err:  # decided in the main process by ImageLoader, not raised in a worker
-            return BadImage(path, str(err))
+        image = read_rgb(path)  # a BadImage is decided on in the main process by ImageLoader, not raised in a worker
+        if isinstance(image, BadImage):
+            return image
         return resize_for_eval(image, self.size, self.crop, self.interpolation), label
 
 

@@ -106,3 +106,15 @@ def test_missing_data_path_is_a_user_error(tmp_path):
     config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(tmp_path / "nowhere")])
     with pytest.raises(UserError, match="does not exist"):
         build_loader(config, "val")
+
+
+def test_fast_uint8_loader_applies_the_same_bad_image_policy(digits_dir, tmp_path):
+    from data.fast_loader import build_uint8_loader
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    samples = [(str(p), 0) for p in sorted((digits_dir / "val" / "0").iterdir())[:3]] + [(str(bad), 0)]
+    with pytest.raises(UserError, match=f"image {bad} cannot be read"):
+        list(build_uint8_loader(samples, 32, 4, 0))
+    batches = list(build_uint8_loader(samples, 32, 4, 0, on_bad_image="skip"))
+    assert [images.shape[0] for images, _ in batches] == [3]
