@@ -174,8 +174,13 @@ def default_config() -> CN:
 def _merge_yaml(config: CN, cfg_file: str) -> None:
     if not os.path.isfile(cfg_file):
         raise UserError(f"config file {cfg_file} does not exist: pass one of the files under configs/.")
-    with open(cfg_file, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(cfg_file, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"config file {cfg_file} is not YAML ({type(err).__name__}): pass one of the files under configs/.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {cfg_file} holds a YAML {type(data).__name__}, not KEY: VALUE pairs: pass one of the files under configs/.")
     for base in data.get("BASE", [""]):
         if base:
             _merge_yaml(config, os.path.join(os.path.dirname(cfg_file), base))

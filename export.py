@@ -25,6 +25,7 @@ from onnx_tools.export import INPUT_NAME, PLAIN_PRECISIONS, default_onnx_path, e
 from onnx_tools.runtime import config_input_shape
 from onnx_tools.verify import ExportCheckError
 from utils import UserError, create_logger, format_table, require_parent_dir, run_main, write_json
+from validation import check_args, check_config, require_checkpoint, require_dataset, require_modelopt_onnx
 
 _LOG = logging.getLogger("swin")
 
@@ -34,7 +35,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--cfg", required=True, help="model config (configs/*.yaml)")
     parser.add_argument("--opts", nargs="+", default=[], help="KEY VALUE pairs overriding the config")
     parser.add_argument("--resume", help="checkpoint to export (default: MODEL.RESUME; none: random weights)")
-    parser.add_argument("--batch-size-onnx", type=int, help="batch of the graph (default: ONNX.BATCH_SIZE)")
+    parser.add_argument("--batch-size-onnx", type=int,
+                        help="fixed batch of the graph, unless --dynamic-batch is given too (default: ONNX.BATCH_SIZE)")
     parser.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=None,
                         help="symbolic batch dimension (default: ONNX.DYNAMIC_BATCH)")
     parser.add_argument("--precision", choices=PLAIN_PRECISIONS, default="fp32", help="fp16: mixed precision, FP32 I/O")
@@ -71,11 +73,23 @@ def check_row(name: str, result: dict) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     create_logger()
+    check_args(args, {"batch_size_onnx": 1, "batch_size": 1, "opset": 17})
     if args.eval and not args.data_path:
         raise UserError("--eval compares on the validation images: pass --data-path (the folder holding val/).")
+    # as in swin_quant_flow.py and the original: an explicit --batch-size-onnx asks for that fixed batch
+    dynamic_batch = args.dynamic_batch
+    if dynamic_batch is None and args.batch_size_onnx is not None:
+        dynamic_batch = False
     config = get_config(args.cfg, args.opts, MODEL__RESUME=args.resume, DATA__DATA_PATH=args.data_path,
                         DATA__BATCH_SIZE=args.batch_size, ONNX__BATCH_SIZE=args.batch_size_onnx,
-                        ONNX__DYNAMIC_BATCH=args.dynamic_batch, ONNX__OPSET=args.opset)
+                        ONNX__DYNAMIC_BATCH=dynamic_batch, ONNX__OPSET=args.opset)
+    check_config(config, args.cfg)
+    if config.MODEL.RESUME:
+        require_checkpoint(config.MODEL.RESUME, "checkpoint", "pass the .pth file to export")
+    if args.data_path:
+        require_dataset(args.data_path, ["val"])
+    if args.precision == "fp16":
+        require_modelopt_onnx("export.py --precision fp16 (FP16 conversion with ModelOpt AutoCast)")
     path = args.output
     if path is None:
         path = default_onnx_path(config, args.precision)

@@ -26,6 +26,7 @@ from models import build_model, load_weights
 from optimizer import build_optimizer
 from train_loop import build_criterion, train_one_epoch
 from utils import UserError, atomic_write_bytes, create_logger, format_table, load_checkpoint_file, run_main, write_json
+from validation import check_args, check_config, require_checkpoint, require_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,6 +57,21 @@ def make_config(args: argparse.Namespace) -> CfgNode:
                       TAG=args.tag, AMP_ENABLE=args.amp, SEED=args.seed, EVAL_MODE=args.eval or None)
 
 
+def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
+    """Every number and input file of the run, before any work (each mistake is one :class:`UserError`)."""
+    check_args(args, {"batch_size": 1})
+    check_config(config, args.cfg)
+    if args.resume:
+        require_checkpoint(args.resume, "checkpoint", "pass the .pth file to evaluate or to resume training from")
+    if args.pretrained:
+        require_checkpoint(args.pretrained, "pretrained checkpoint", "pass the .pth file to fine-tune from")
+    splits = ["val"] if config.EVAL_MODE else ["train", "val"]
+    if not config.DATA.DATA_PATH:
+        raise UserError(f"no --data-path given: pass the folder that holds {' and '.join(s + '/' for s in splits)} "
+                        "(e.g. datasets/digits).")
+    require_dataset(config.DATA.DATA_PATH, splits)
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -76,18 +92,14 @@ def prepare_model(config: CfgNode, device: torch.device, compile_model: bool, wo
 
 
 def run_eval(config: CfgNode, model, runner, device, logger: logging.Logger) -> dict:
-    if not config.DATA.DATA_PATH:
-        raise UserError("no --data-path given: pass the folder that holds val/ (e.g. datasets/digits).")
     loader = build_loader(config, "val")
-    metrics = evaluate_model(runner, loader, device, amp=config.AMP_ENABLE)
+    metrics = evaluate_model(runner, loader, device, amp=config.AMP_ENABLE, over_ranks=True)
     logger.info("Acc@1 %.3f Acc@5 %.3f loss %.4f on %d images (%.1f images/s)", metrics["acc1"], metrics["acc5"],
                 metrics["loss"], metrics["images"], metrics["images_per_s"])
     return metrics
 
 
 def train(config: CfgNode, model, runner, device, world_size: int, output_dir: str, logger: logging.Logger) -> None:
-    if not config.DATA.DATA_PATH:
-        raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
     loader = build_loader(config, "train")
     lr, warmup_lr, min_lr = scaled_learning_rates(config, world_size)
     optimizer = build_optimizer(config, model, lr)
@@ -125,6 +137,7 @@ def train(config: CfgNode, model, runner, device, world_size: int, output_dir: s
 def main(argv=None) -> None:
     args = parse_args(argv)
     config = make_config(args)
+    check_inputs(args, config)
     device, rank, world_size = init_distributed(args.device)
     try:
         output_dir = os.path.join(config.OUTPUT, config.MODEL.NAME, config.TAG)

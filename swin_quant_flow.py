@@ -48,6 +48,7 @@ from quant.finetune import QATFineTuner
 from quant.placement import format_placement
 from quant.quantize import CALIB_METHODS, FORMATS, check_quant_options
 from utils import UserError, create_logger, format_table, load_checkpoint_file, run_main, write_json
+from validation import check_args, check_config, require_checkpoint, require_dataset
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -94,9 +95,23 @@ def make_config(args: argparse.Namespace) -> CfgNode:
                       AMP_ENABLE=args.amp, SEED=args.seed)
 
 
+def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
+    """Every number and input file of the run, before any work (each mistake is one :class:`UserError`)."""
+    check_args(args, {"batch_size": 1, "num_calib_batch": 1, "num_finetune_epochs": 0, "batch_size_onnx": 1})
+    check_config(config, args.cfg)
+    if not config.MODEL.RESUME:
+        raise UserError("no --resume given: pass a trained checkpoint (with --quantize) or a *_qat.pth / *_ptq.pth "
+                        "to resume.")
+    require_checkpoint(config.MODEL.RESUME, "checkpoint",
+                       "pass a trained .pth (with --quantize) or a *_qat.pth / *_ptq.pth")
+    if not config.DATA.DATA_PATH:
+        raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
+    require_dataset(config.DATA.DATA_PATH, ["train", "val"])
+
+
 def evaluate_stage(stage: str, model: nn.Module, loader, device: torch.device, logger: logging.Logger) -> Dict[str, Any]:
-    """FP32 evaluation (fake quantization is simulated in FP32, as the Q/DQ graph computes)."""
-    metrics = evaluate_model(model, loader, device, amp=False, desc=stage)
+    """FP32 evaluation (fake quantization is simulated in FP32, as the Q/DQ graph computes), summed over ranks."""
+    metrics = evaluate_model(model, loader, device, amp=False, desc=stage, over_ranks=True)
     logger.info("%s: Acc@1 %.3f Acc@5 %.3f loss %.4f on %d images", stage, metrics["acc1"], metrics["acc5"],
                 metrics["loss"], metrics["images"])
     return {"stage": stage, **metrics}
@@ -199,8 +214,11 @@ def run_flow(config: CfgNode, args: argparse.Namespace, device: torch.device, ra
 
 def export_stage(model: nn.Module, path: str, config: CfgNode, fmt: str, check_on_val: bool,
                  rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Export the Q/DQ file; with ``check_on_val`` add the ONNX Runtime accuracy as an ``onnxrt`` row."""
-    check_loader = build_loader(config, "val", shuffle=False) if check_on_val else None
+    """Export the Q/DQ file; with ``check_on_val`` add the ONNX Runtime accuracy as an ``onnxrt`` row.
+
+    Only rank 0 exports, so the check reads all of val/ itself (no shard, no collective).
+    """
+    check_loader = build_loader(config, "val", shuffle=False, shard=False) if check_on_val else None
     report = export_quantized(model, path, config, fmt, config.ONNX.BATCH_SIZE, config.ONNX.DYNAMIC_BATCH, check_loader)
     if "val" in report["checks"]:
         val = report["checks"]["val"]
@@ -215,6 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.show_placement:
         print(format_placement(config.QUANT.DISABLED))
         return 0
+    check_inputs(args, config)
     device, rank, world_size = init_distributed(args.device)
     try:
         logger = create_logger("swin", rank=rank)

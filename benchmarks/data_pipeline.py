@@ -144,14 +144,15 @@ def benchmark_pipeline(folder: str, images: int, batch_size: int, workers: int, 
     if baseline:
         from torchvision import transforms
 
+        from data.bad_images import ImageLoader
         from data.image_folder import CheckedImageFolder
 
         transform = transforms.Compose([
             transforms.Resize(int(size * 256 / 224), interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
         dataset = CheckedImageFolder(folder, transform)
-        pil = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+        pil = ImageLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
+                          persistent_workers=workers > 0)
 
         class ToDevice:
             def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:

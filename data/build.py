@@ -7,9 +7,10 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 from timm.data import Mixup
-from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler, RandomSampler
+from torch.utils.data import DistributedSampler, SequentialSampler, RandomSampler
 from yacs.config import CfgNode
 
+from data.bad_images import ImageLoader
 from data.image_folder import CheckedImageFolder
 from data.sharded_sampler import ShardedEvalSampler
 from data.transforms import build_transform
@@ -22,26 +23,27 @@ def build_dataset(config: CfgNode, split: str) -> CheckedImageFolder:
 
 
 def build_loader(config: CfgNode, split: str, batch_size: Optional[int] = None, shuffle: Optional[bool] = None,
-                 num_workers: Optional[int] = None) -> DataLoader:
-    """Loader over ``split`` ("train" or "val").
+                 num_workers: Optional[int] = None, shard: bool = True) -> ImageLoader:
+    """Loader over ``split`` ("train" or "val"); unreadable images are handled by DATA.ON_BAD_IMAGE when read.
 
-    Under torch.distributed, training uses a DistributedSampler (shuffled,
-    padded) and evaluation a :class:`ShardedEvalSampler`, which gives every
-    image to exactly one rank so reduced metrics count each image once.
+    Under torch.distributed (and ``shard``), training uses a DistributedSampler
+    (shuffled, padded) and evaluation a :class:`ShardedEvalSampler`, which gives
+    every image to exactly one rank so reduced metrics count each image once.
+    ``shard=False`` gives this process every image: for work only one rank does.
     """
     dataset = build_dataset(config, split)
     is_train = split == "train"
     shuffle = is_train if shuffle is None else shuffle
-    distributed = dist.is_available() and dist.is_initialized()
+    distributed = shard and dist.is_available() and dist.is_initialized()
     if distributed:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=config.SEED) if is_train else ShardedEvalSampler(dataset)
     else:
         sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
     workers = config.DATA.NUM_WORKERS if num_workers is None else num_workers
-    return DataLoader(dataset, sampler=sampler, batch_size=batch_size or config.DATA.BATCH_SIZE,
-                      num_workers=workers, pin_memory=config.DATA.PIN_MEMORY and torch.cuda.is_available(),
-                      drop_last=is_train and len(dataset) >= (batch_size or config.DATA.BATCH_SIZE),
-                      persistent_workers=workers > 0)
+    batch_size = batch_size or config.DATA.BATCH_SIZE
+    return ImageLoader(dataset, config.DATA.ON_BAD_IMAGE, sampler=sampler, batch_size=batch_size, num_workers=workers,
+                       pin_memory=config.DATA.PIN_MEMORY and torch.cuda.is_available(),
+                       drop_last=is_train and len(dataset) >= batch_size, persistent_workers=workers > 0)
 
 
 def build_mixup(config: CfgNode) -> Optional[Mixup]:

@@ -15,13 +15,15 @@ and the whole batch is resized on the GPU at once.
 from __future__ import annotations
 
 import logging
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
+from data.bad_images import BadImage, ImageLoader
+from data.image_folder import list_images
 from utils import UserError
 
 _LOG = logging.getLogger("swin")
@@ -30,11 +32,10 @@ INTERPOLATION = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.Interpola
                   "random": F.InterpolationMode.BICUBIC}
 
 
-def decode_rgb(path: str) -> torch.Tensor:
-    """A file as a uint8 RGB tensor (3, H, W); formats torchvision cannot decode go through PIL.
+def read_rgb(path: str) -> Union[torch.Tensor, BadImage]:
+    """A file as a uint8 RGB tensor (3, H, W), or a :class:`BadImage` when it cannot be decoded.
 
-    Raises:
-        UserError: neither can read it, naming the file.
+    Formats torchvision cannot decode go through PIL.
     """
     try:
         return decode_image(read_file(path), mode=ImageReadMode.RGB)
@@ -48,7 +49,19 @@ def decode_rgb(path: str) -> torch.Tensor:
             array = np.asarray(image.convert("RGB"))
         return torch.from_numpy(array.copy()).permute(2, 0, 1)  # 3, H, W
     except OSError as err:
-        raise UserError(f"image {path} cannot be decoded ({err}): remove or replace it.") from None
+        return BadImage(path, str(err) or type(err).__name__)
+
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """:func:`read_rgb`, for callers in the main process.
+
+    Raises:
+        UserError: the file cannot be decoded, naming it.
+    """
+    image = read_rgb(path)
+    if isinstance(image, BadImage):
+        raise UserError(f"image {path} cannot be decoded ({image.reason}): remove or replace it.")
+    return image
 
 
 def resize_for_eval(image: torch.Tensor, size: int, crop: bool = True, interpolation: str = "bicubic") -> torch.Tensor:
@@ -65,7 +78,7 @@ def resize_for_eval(image: torch.Tensor, size: int, crop: bool = True, interpola
 
 
 class UInt8EvalDataset(Dataset):
-    """``(path, label)`` samples -> ``(uint8 image (3, size, size), label)``.
+    """``(path, label)`` samples -> ``(uint8 image (3, size, size), label)``; a :class:`BadImage` for an unreadable file.
 
     Args:
         samples: pairs as in ``ImageFolder.samples``.
@@ -84,34 +97,36 @@ class UInt8EvalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> Union[Tuple[torch.Tensor, int], BadImage]:
         path, label = self.samples[index]
-        return resize_for_eval(decode_rgb(path), self.size, self.crop, self.interpolation), label
+        image = read_rgb(path)  # a BadImage is decided on in the main process by ImageLoader, not raised in a worker
+        if isinstance(image, BadImage):
+            return image
+        return resize_for_eval(image, self.size, self.crop, self.interpolation), label
 
 
 def build_uint8_loader(samples: Sequence[Tuple[str, int]], size: int, batch_size: int, num_workers: int,
-                       crop: bool = True, interpolation: str = "bicubic", prefetch_factor: int = 4) -> DataLoader:
-    """Ordered loader of uint8 batches (B, 3, size, size), pinned when a GPU is present."""
+                       crop: bool = True, interpolation: str = "bicubic", prefetch_factor: int = 4,
+                       on_bad_image: str = "fail") -> ImageLoader:
+    """Ordered loader of uint8 batches (B, 3, size, size), pinned when a GPU is present; DATA.ON_BAD_IMAGE applies."""
     dataset = UInt8EvalDataset(samples, size, crop, interpolation)
     extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=False, **extra)
+    return ImageLoader(dataset, on_bad_image, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                       pin_memory=torch.cuda.is_available(), drop_last=False, **extra)
 
 
 def eval_samples(config) -> List[Tuple[str, int]]:
-    """``(path, label)`` of DATA.DATA_PATH/val; unreadable files handled by DATA.ON_BAD_IMAGE as in data/build.py."""
+    """``(path, label)`` of DATA.DATA_PATH/val, listed without opening the images."""
     import os
 
-    from data.image_folder import CheckedImageFolder
-
-    return CheckedImageFolder(os.path.join(config.DATA.DATA_PATH, "val"), None, config.DATA.ON_BAD_IMAGE).samples
+    return list_images(os.path.join(config.DATA.DATA_PATH, "val"))
 
 
-def build_fast_eval_loader(config, batch_size: Optional[int] = None, num_workers: Optional[int] = None) -> DataLoader:
+def build_fast_eval_loader(config, batch_size: Optional[int] = None, num_workers: Optional[int] = None) -> ImageLoader:
     """The validation split of ``config`` (DATA.DATA_PATH/val) as a uint8 loader."""
     return build_uint8_loader(eval_samples(config), config.DATA.IMG_SIZE, batch_size or config.DATA.BATCH_SIZE,
                               config.DATA.NUM_WORKERS if num_workers is None else num_workers,
-                              config.TEST.CROP, config.DATA.INTERPOLATION)
+                              config.TEST.CROP, config.DATA.INTERPOLATION, on_bad_image=config.DATA.ON_BAD_IMAGE)
 
 
 class GpuPrefetcher:
@@ -176,7 +191,4 @@ class GpuPrefetcher:
 
 def sample_list(root: str) -> List[Tuple[str, int]]:
     """``(path, label)`` pairs of an ImageFolder tree, without opening the images."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-    _, class_to_idx = find_classes(root)
-    return make_dataset(root, class_to_idx, extensions=IMG_EXTENSIONS)
+    return list_images(root)

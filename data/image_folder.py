@@ -1,68 +1,84 @@
-"""ImageFolder that reports unreadable images by path instead of crashing the loader."""
+"""ImageFolder-style datasets that open an image only when it is read, and report unreadable ones by path."""
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from data.bad_images import BadImage, check_policy
 from utils import UserError
 
 _LOG = logging.getLogger("swin")
+Sample = Tuple[str, int]
 
 
-def verify_images(samples: list) -> Tuple[list, list]:
-    """Split ``(path, label)`` pairs into readable and unreadable ones (header check, no full decode)."""
-    good, bad = [], []
-    for path, label in samples:
-        try:
-            with Image.open(path) as im:
-                im.verify()
-            good.append((path, label))
-        except (OSError, UnidentifiedImageError, SyntaxError):
-            bad.append(path)
-    return good, bad
+def list_images(root: str) -> List[Sample]:
+    """``(path, label)`` pairs of an ImageFolder tree in ImageFolder's order, without opening any image.
+
+    Raises:
+        UserError: ``root`` is missing or none of its class folders holds an image.
+    """
+    if not os.path.isdir(root):
+        raise UserError(f"image folder {root} does not exist: pass --data-path pointing at a folder with train/ and val/.")
+    try:
+        _, class_to_idx = find_classes(root)
+        return make_dataset(root, class_to_idx, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as err:
+        raise UserError(f"image folder {root} holds no images in class sub-folders ({err}).") from None
+
+
+def read_sample(path: str, label: int, transform: Optional[Callable]) -> Union[Tuple[Any, int], BadImage]:
+    """``(transform(RGB image), label)``, or a :class:`BadImage` when the file cannot be decoded."""
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f).convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        # the formats' own errors for a file that is not (or no longer, or only partly) an image
+        return BadImage(path, str(err) or type(err).__name__)
+    return (transform(image) if transform is not None else image), label
 
 
 class CheckedImageFolder(ImageFolder):
-    """``torchvision.datasets.ImageFolder`` with a policy for unreadable images.
+    """``torchvision.datasets.ImageFolder`` whose unreadable images come back as :class:`BadImage`.
+
+    Construction only lists the files. Load it with :class:`data.bad_images.ImageLoader`, which applies
+    ``on_bad_image`` (kept here as the dataset's policy).
 
     Args:
         root: folder with one sub-folder per class.
         transform: applied to each RGB PIL image.
-        on_bad_image: ``fail`` stops with a :class:`UserError` naming the first bad
-            file; ``skip`` logs every bad path and leaves them out.
+        on_bad_image: ``fail`` or ``skip`` (see :class:`data.bad_images.ImageLoader`).
     """
 
     def __init__(self, root: str, transform: Optional[Callable] = None, on_bad_image: str = "fail") -> None:
-        if on_bad_image not in ("fail", "skip"):
-            raise UserError(f"DATA.ON_BAD_IMAGE is {on_bad_image!r}: use 'fail' or 'skip'.")
+        self.on_bad_image = check_policy(on_bad_image)
         if not os.path.isdir(root):
             raise UserError(f"image folder {root} does not exist: pass --data-path pointing at a folder with train/ and val/.")
         try:
             super().__init__(root, transform=transform)
         except FileNotFoundError as err:
             raise UserError(f"image folder {root} holds no images in class sub-folders ({err}).") from None
-        good, bad = verify_images(self.samples)
-        if bad:
-            if on_bad_image == "fail":
-                raise UserError(f"image {bad[0]} cannot be read ({len(bad)} unreadable in {root}): remove it, or pass --opts DATA.ON_BAD_IMAGE skip.")
-            for path in bad:
-                _LOG.warning("skipping unreadable image %s", path)
-        self.samples = self.imgs = good
-        self.targets = [label for _, label in good]
-        self.on_bad_image = on_bad_image
 
-    def __getitem__(self, index: int) -> Tuple[Any, int]:
+    def __getitem__(self, index: int) -> Union[Tuple[Any, int], BadImage]:
         path, target = self.samples[index]
-        try:
-            with open(path, "rb") as f:
-                image = Image.open(f).convert("RGB")
-        except (OSError, UnidentifiedImageError) as err:
-            # a file that passed the header check but fails to decode
-            raise UserError(f"image {path} cannot be decoded ({err}): remove or replace it.") from None
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, target
+        return read_sample(path, target, self.transform)
+
+
+class ImageList(Dataset):
+    """Given ``(path, label)`` samples (e.g. a random pick for calibration), read as :class:`CheckedImageFolder` does."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Optional[Callable] = None) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Union[Tuple[Any, int], BadImage]:
+        path, target = self.samples[index]
+        return read_sample(path, target, self.transform)

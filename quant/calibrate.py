@@ -25,14 +25,15 @@ from typing import Dict, List
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
 from modelopt.torch.quantization.calib import HistogramCalibrator
 from modelopt.torch.quantization.nn import TensorQuantizer
 
-from data.image_folder import CheckedImageFolder
+from data.bad_images import ImageLoader
+from data.image_folder import ImageList, list_images
 from data.transforms import build_transform
 from distributed import is_distributed, rank
 from quant.quantize import quantize_model
@@ -44,7 +45,9 @@ HISTOGRAM_METHODS = {"histogram": "entropy", "percentile": "percentile"}
 
 
 def build_calib_loader(config: CfgNode, num_batches: int, batch_size: int) -> DataLoader:
-    """``num_batches`` batches of a seeded random subset of ``DATA.DATA_PATH/train``, evaluation transform.
+    """``num_batches`` batches of a seeded random pick from the file list of ``DATA.DATA_PATH/train`` (eval transform).
+
+    Only the picked files are ever opened; an unreadable one is handled by DATA.ON_BAD_IMAGE when read.
 
     Raises:
         UserError: ``num_batches`` < 1, or no training images.
@@ -55,14 +58,13 @@ def build_calib_loader(config: CfgNode, num_batches: int, batch_size: int) -> Da
     if os.path.isdir(root) and not any(files for _, _, files in os.walk(root)):
         raise UserError(f"calibration set {root} is empty: put training images in its class sub-folders "
                         "or point --data-path at another dataset.")
-    dataset = CheckedImageFolder(root, build_transform(config, is_train=False), config.DATA.ON_BAD_IMAGE)
-    if len(dataset) == 0:
-        raise UserError(f"calibration set {root} has no readable images: "
-                        "point --data-path at a folder whose train/ holds images.")
+    samples = list_images(root)
     generator = torch.Generator().manual_seed(config.SEED)
-    indices = torch.randperm(len(dataset), generator=generator)[:num_batches * batch_size].tolist()
-    return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      num_workers=config.DATA.NUM_WORKERS, pin_memory=config.DATA.PIN_MEMORY and torch.cuda.is_available())
+    picked = torch.randperm(len(samples), generator=generator)[:num_batches * batch_size].tolist()
+    dataset = ImageList([samples[i] for i in picked], build_transform(config, is_train=False))
+    return ImageLoader(dataset, config.DATA.ON_BAD_IMAGE, batch_size=batch_size, shuffle=False,
+                       num_workers=config.DATA.NUM_WORKERS,
+                       pin_memory=config.DATA.PIN_MEMORY and torch.cuda.is_available())
 
 
 def _run_images(model: nn.Module, loader: DataLoader, device: torch.device) -> int:

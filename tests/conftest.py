@@ -22,10 +22,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def run_cmd(args, check: bool = True, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a project command with this interpreter from the repo root; output captured as text."""
+def run_cmd(args, check: bool = True, timeout: int = 900, env: dict | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a project command with this interpreter from the repo root (or ``cwd``); output captured as text."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run([sys.executable, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
                           env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

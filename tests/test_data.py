@@ -42,22 +42,79 @@ def data_with_bad_image(digits_dir, tmp_path):
     return root, bad
 
 
-def test_bad_image_fails_naming_it(data_with_bad_image):
+def test_bad_image_fails_naming_it_when_read(data_with_bad_image):
     root, bad = data_with_bad_image
     config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(root)])
-    with pytest.raises(UserError, match=str(bad)):
-        build_loader(config, "val")
+    loader = build_loader(config, "val", batch_size=64)  # listing only: nothing is opened yet
+    with pytest.raises(UserError, match=f"image {bad} cannot be read .*DATA.ON_BAD_IMAGE skip"):
+        for _ in loader:
+            pass
 
 
 def test_bad_image_skipped_when_asked(data_with_bad_image, caplog):
     root, bad = data_with_bad_image
     config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(root), "DATA.ON_BAD_IMAGE", "skip"])
-    loader = build_loader(config, "val")
-    assert len(loader.dataset) == 360
-    assert str(bad) in caplog.text
+    loader = build_loader(config, "val", batch_size=64)
+    assert len(loader.dataset) == 361, "the bad file is listed; it is left out when read"
+    sizes = [len(target) for _, target in loader]
+    assert sum(sizes) == 360 and sorted(sizes).count(63) == 1, sizes
+    assert f"skipping unreadable image {bad}" in caplog.text
+
+
+def test_skip_drops_bad_images_in_worker_batches_and_yields_no_empty_batch(digits_dir, tmp_path, caplog):
+    from data.bad_images import ImageLoader
+    from data.image_folder import ImageList
+    from data.transforms import build_transform
+
+    config = get_config(MICRO_CFG)
+    good = sorted((digits_dir / "val" / "0").iterdir())[:2]
+    bad = []
+    for i in range(3):
+        bad.append(tmp_path / f"bad{i}.png")
+        bad[-1].write_bytes(b"\x89PNG not really")
+    # batches of 2: [good, bad] -> 1 image, [bad, bad] -> nothing at all, [good] -> 1 image
+    samples = [(str(p), 0) for p in (good[0], bad[0], bad[1], bad[2], good[1])]
+    loader = ImageLoader(ImageList(samples, build_transform(config, is_train=False)), "skip", batch_size=2, num_workers=2)
+    batches = [images.shape[0] for images, _ in loader]
+    assert batches == [1, 1], batches
+    assert all(f"skipping unreadable image {p}" in caplog.text for p in bad)
+
+
+def test_building_loaders_and_calibration_set_opens_no_image(digits_dir, monkeypatch):
+    import PIL.Image
+
+    from quant.calibrate import build_calib_loader
+
+    opened = []
+    real_open = PIL.Image.open
+
+    def counting_open(fp, *args, **kwargs):
+        opened.append(fp)
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", counting_open)
+    config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(digits_dir)])
+    build_loader(config, "train"), build_loader(config, "val")
+    calib = build_calib_loader(config, 2, 8)
+    assert opened == [], f"{len(opened)} images opened before any was read"
+    assert len(calib.dataset) == 16, "calibration picks 2 batches of 8 paths from the file list"
+    next(iter(calib))
+    assert len(opened) == 8, "reading one calibration batch opens exactly its images"
 
 
 def test_missing_data_path_is_a_user_error(tmp_path):
     config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(tmp_path / "nowhere")])
     with pytest.raises(UserError, match="does not exist"):
         build_loader(config, "val")
+
+
+def test_fast_uint8_loader_applies_the_same_bad_image_policy(digits_dir, tmp_path):
+    from data.fast_loader import build_uint8_loader
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    samples = [(str(p), 0) for p in sorted((digits_dir / "val" / "0").iterdir())[:3]] + [(str(bad), 0)]
+    with pytest.raises(UserError, match=f"image {bad} cannot be read"):
+        list(build_uint8_loader(samples, 32, 4, 0))
+    batches = list(build_uint8_loader(samples, 32, 4, 0, on_bad_image="skip"))
+    assert [images.shape[0] for images, _ in batches] == [3]

@@ -367,7 +367,7 @@ def test_quantized_checkpoint_of_another_config_is_a_user_error(tmp_path):
         load_quant_checkpoint(other, str(path))
 
 
-def test_torchrun_two_processes_calibrate_like_one_and_finetune_with_ddp(trained_micro, tmp_path):
+def test_torchrun_two_processes_calibrate_like_one_finetune_with_ddp_and_rank0_checks_the_onnx(trained_micro, tmp_path):
     data = small_digits(trained_micro["data"], tmp_path / "digits", 8, 4)
     config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(data), "QUANT.CALIB_METHOD", "percentile"])
     plain = str(trained_micro["checkpoint"])
@@ -376,10 +376,13 @@ def test_torchrun_two_processes_calibrate_like_one_and_finetune_with_ddp(trained
     report = tmp_path / "ddp.json"
     run_cmd([*TORCHRUN, "swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", plain, "--quantize",
              "--data-path", str(data), "--batch-size", "16", "--num-calib-batch", "2", "--calib-method", "percentile",
-             "--num-finetune-epochs", "1", "--skip-fp32-eval", "--output", str(tmp_path), "--output-json", str(report)])
+             "--num-finetune-epochs", "1", "--skip-fp32-eval", "--check-onnx", "--output", str(tmp_path),
+             "--output-json", str(report)])
     result = json.loads(report.read_text())
-    assert [row["stage"] for row in result["rows"]] == ["ptq", "qat"]
+    assert [row["stage"] for row in result["rows"]] == ["ptq", "qat", "onnxrt"]
     assert all(row["images"] == 40 for row in result["rows"]), "each val image evaluated once over both ranks"
+    # only rank 0 exports and checks: on all of val/ itself, with no collective the other rank would have to join
+    assert result["onnx"]["checks"]["val"]["torch_acc1"] == pytest.approx(result["rows"][1]["acc1"])
     assert result["world_size"] == 2 and len(result["calib_amax_digests"]) == 2
     assert len(set(result["calib_amax_digests"])) == 1, "both ranks hold the same calibration ranges"
     assert len(result["qat_train"]) == 1 and result["qat_train"][0]["images_per_s"] > 0

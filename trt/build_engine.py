@@ -365,9 +365,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     create_logger()
     from config import get_config
+    from validation import check_args, check_config, require_modelopt_onnx, require_onnx
 
+    check_args(args, {"batch_size": 1, "min_batch": 1, "opt_batch": 1, "max_batch": 1, "workspace": 1,
+                      "builder_optimization_level": (0, 5)})
     config = get_config(args.cfg, args.opts, TRT__WORKSPACE_MIB=args.workspace,
                         TRT__OPTIMIZATION_LEVEL=args.builder_optimization_level)
+    check_config(config, args.cfg or "the defaults")
+    if check_mode(args.mode, graph_precision(require_onnx(args.onnx_file)), args.onnx_file):
+        require_modelopt_onnx(f"--mode fp16 on the FP32 graph {args.onnx_file} (FP16 conversion with ModelOpt AutoCast)")
     meta = build_engine(
         args.onnx_file, args.trt_engine, args.mode, args.batch_size, args.min_batch, args.opt_batch, args.max_batch,
         workspace_mib=config.TRT.WORKSPACE_MIB, timing_cache=args.timing_cache,

@@ -1,6 +1,6 @@
 """Acc@1/Acc@5 of an ONNX file (FP32, FP16 or Q/DQ INT8) over an ImageFolder validation set, in ONNX Runtime.
 
-    python trt/eval_onnxrt.py --cfg configs/swin_tiny_patch4_window7_224.yaml --resume weights/swin_tiny.onnx \\
+    python trt/eval_onnxrt.py --eval --cfg configs/swin_tiny_patch4_window7_224.yaml --resume weights/swin_tiny.onnx \\
         --data-path /data/imagenet --batch-size 64 [--output-json metrics.json]
 
 ``--resume`` names the ONNX file, as in the original. The CUDA execution
@@ -24,11 +24,13 @@ from data import build_loader
 from distributed import cleanup, init_distributed
 from evaluation import evaluate
 from onnx_tools.runtime import OrtPredictor, default_providers
-from utils import create_logger, format_table, run_main, write_json
+from utils import UserError, create_logger, format_table, run_main, write_json
+from validation import check_args, check_config, require_dataset, require_onnx
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--eval", action="store_true", help="accepted for the original's command line (always evaluates)")
     parser.add_argument("--cfg", required=True, help="model config the file was exported with (configs/*.yaml)")
     parser.add_argument("--opts", nargs="+", default=[], help="KEY VALUE pairs overriding the config")
     parser.add_argument("--resume", "--onnx", dest="onnx", required=True, help="the .onnx file to evaluate")
@@ -50,17 +52,23 @@ def evaluate_onnx(config, onnx_file: str, batch_size: Optional[int] = None, num_
     predictor.check_config(config)
     loader = build_loader(config, "val", batch_size=batch_size or predictor.batch_size or config.DATA.BATCH_SIZE,
                           shuffle=False, num_workers=num_workers)
-    metrics = evaluate(predictor, loader, desc=f"onnxrt {os.path.basename(onnx_file)}")
+    metrics = evaluate(predictor, loader, desc=f"onnxrt {os.path.basename(onnx_file)}", over_ranks=True)
     metrics.update(onnx=onnx_file, providers=",".join(predictor.providers), batch_size=loader.batch_size)
     return metrics
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    check_args(args, {"batch_size": 1, "num_workers": 0})
+    config = get_config(args.cfg, args.opts, DATA__DATA_PATH=args.data_path)
+    check_config(config, args.cfg)
+    require_onnx(args.onnx)
+    if not config.DATA.DATA_PATH:
+        raise UserError("no --data-path given: pass the folder that holds val/ (e.g. datasets/digits).")
+    require_dataset(config.DATA.DATA_PATH, ["val"])
     # gloo: the metrics are CPU tensors whatever provider runs the graph
     _, rank, _ = init_distributed("cpu")
     create_logger(rank=rank)
-    config = get_config(args.cfg, args.opts, DATA__DATA_PATH=args.data_path)
     try:
         metrics = evaluate_onnx(config, args.onnx, args.batch_size, args.num_workers,
                                 device_id=int(os.environ.get("LOCAL_RANK", "0")))

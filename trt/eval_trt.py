@@ -36,6 +36,7 @@ from tqdm import tqdm
 from evaluation import AccuracyMeter
 from trt.backend import BACKEND_CHOICES
 from utils import UserError, create_logger, format_table, metrics_dict, run_main, write_json
+from validation import check_args, check_config, require_checkpoint, require_dataset, require_engine
 
 
 class EngineTimer:
@@ -199,7 +200,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from trt.engine import TRTEngine
     from trt.metadata import read_metadata
 
+    check_args(args, {"batch_size": 1, "workers": 0})
     config = get_config(args.cfg, args.opts, DATA__DATA_PATH=args.data_path, DATA__BATCH_SIZE=args.batch_size)
+    check_config(config, args.cfg)
+    require_engine(args.resume)
+    if args.compare_checkpoint:
+        require_checkpoint(args.compare_checkpoint, "checkpoint", "pass the .pth file the engine was exported from")
+    if not config.DATA.DATA_PATH:
+        raise UserError("no --data-path given: pass the folder that holds val/ (e.g. datasets/digits).")
+    require_dataset(config.DATA.DATA_PATH, ["val"])
     check_engine_config(read_metadata(args.resume), config, args.resume)
     engine = TRTEngine(args.resume, backend=args.backend, cuda_graph=args.cuda_graph)
     if args.compare_checkpoint:
