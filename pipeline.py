@@ -5,8 +5,9 @@
         --resume weights/swin_tiny_patch4_window7_224.pth --data-path /path/to/imagenet
 
 Steps: make the digits dataset → train → PyTorch eval → export FP32 and FP16
-ONNX → ONNX Runtime eval of both → calibrate + QAT → INT8 ONNX → ONNX Runtime
-eval → build FP32/FP16/INT8 engines → evaluate the engines (where a TensorRT
+ONNX → calibrate + QAT → INT8 ONNX (the FP16 graph plus Q/DQ pairs) → ONNX
+Runtime eval of the three → their precision plans (TensorRT's parse, no GPU)
+→ build FP32/FP16/INT8 engines → evaluate the engines (where a TensorRT
 runtime and a GPU exist; otherwise the report says so) → benchmark → report.
 
 A step is skipped when its outputs exist and a stamp beside its first output
@@ -229,6 +230,9 @@ def plan(args: argparse.Namespace) -> List[Step]:
                           [onnx[precision], val_data], [out], pytorch_nodes))
     build_reason = tensorrt_builder_available()
     trt_reason = build_reason or tensorrt_runtime_available()
+    plans = os.path.join(results, "precision_plan.json")
+    steps.append(step("precision plans", [PY, "trt/inspect_engine.py", "--compare", *onnx.values(), "--output-json", plans],
+                      list(onnx.values()), [plans], note=build_reason or ""))
     engines = {}
     for precision in ("fp32", "fp16", "int8"):
         engines[precision] = os.path.join(weights, f"{name}_{precision}.engine")
@@ -261,7 +265,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
     accuracy = [os.path.join(acc, f) for f in ("pytorch_fp32.json", "onnxrt_fp32.json", "onnxrt_fp16.json",
                                                "onnxrt_int8.json")] + list(trt_results.values())
     steps.append(step("report", [PY, "report.py", "--results", results, "--title", f"{name} deployment report"],
-                      accuracy + [bench],
+                      accuracy + [plans, bench],
                       [os.path.join(results, "report.md"), os.path.join(results, "accuracy_vs_speed.png")]))
     return steps
 

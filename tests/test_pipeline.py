@@ -61,6 +61,18 @@ def test_pipeline_killed_during_qat_continues_without_redoing_finished_steps(res
     assert (run["results"] / "report.md").is_file() and (run["results"] / "accuracy_vs_speed.png").is_file()
 
 
+def test_report_shows_the_precision_plan_of_each_engines_graph(resumed_pipeline):
+    pytest.importorskip("tensorrt_rtx_bindings", reason="the precision plan is read from TensorRT's parse")
+    results = resumed_pipeline["results"]
+    plans = {os.path.basename(g["graph"]): g for g in json.loads((results / "report.json").read_text())["precision_plan"]}
+    fp32, fp16, int8 = (plans[f"swin_micro_digits_{p}.onnx"] for p in ("fp32", "fp16", "int8"))
+    assert int8["bytes"] < fp16["bytes"] < fp32["bytes"]
+    assert int8["gemms"]["linear"] == {"INT8": 18} and fp16["gemms"]["linear"] == {"HALF": 18}
+    report = (results / "report.md").read_text()
+    assert "## Precision plan of each engine's graph" in report and "| FP32 compute layers |" in report
+    assert "not a measurement" in report
+
+
 def _statuses(stdout: str) -> dict:
     """``{step name: what the pipeline said}`` from its ``[i/n] name: ...`` lines."""
     return dict(re.findall(r"^\[\d+/\d+\] (.+?): (.*)$", stdout, flags=re.MULTILINE))
@@ -97,7 +109,8 @@ def test_config_edits_and_batch_size_rerun_exactly_the_steps_they_reach(resumed_
     run["cfg"].write_text(yaml.safe_dump(config))
     after_quant_edit = _pipeline(run, "--dry-run")
     assert after_quant_edit["quantize (calibrate + QAT)"] == "would run (config %s changed in QUANT)" % run["cfg"]
-    reached = {"quantize (calibrate + QAT)", "eval onnxrt int8", "build engine int8", "benchmark", "report"}
+    reached = {"quantize (calibrate + QAT)", "eval onnxrt int8", "precision plans", "build engine int8", "benchmark",
+               "report"}
     for name, said in after_quant_edit.items():
         if not said.startswith("not run"):
             assert said.startswith("would run") == (name in reached), (name, said)
