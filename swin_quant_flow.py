@@ -39,7 +39,7 @@ from data import build_loader
 from distributed import barrier, cleanup, init_distributed
 from evaluation import evaluate_model
 from models import build_model, load_weights
-from onnx_tools.export import PRECISIONS
+from onnx_tools.export import PRECISIONS, check_precision
 from onnx_tools.verify import ExportCheckError
 from quant.calibrate import amax_digests_over_ranks, build_calib_loader, calibrate
 from quant.checkpoint import is_quant_checkpoint, load_quant_checkpoint, save_quant_checkpoint
@@ -48,7 +48,7 @@ from quant.finetune import QATFineTuner
 from quant.placement import format_placement
 from quant.quantize import CALIB_METHODS, FORMATS, check_quant_options
 from utils import UserError, create_logger, format_table, load_checkpoint_file, run_main, write_json
-from validation import check_args, check_config, require_checkpoint, require_dataset
+from validation import check_args, check_config, require_checkpoint, require_dataset, require_modelopt_onnx
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -107,6 +107,9 @@ def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
     if not config.DATA.DATA_PATH:
         raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
     require_dataset(config.DATA.DATA_PATH, ["train", "val"])
+    check_precision(config.QUANT.HIGH_PRECISION)
+    if config.QUANT.HIGH_PRECISION != "fp32":  # found at export, it would cost the whole calibration and QAT
+        require_modelopt_onnx(f"the {config.QUANT.HIGH_PRECISION.upper()}-based Q/DQ export (ModelOpt AutoCast)")
 
 
 def evaluate_stage(stage: str, model: nn.Module, loader, device: torch.device, logger: logging.Logger) -> Dict[str, Any]:

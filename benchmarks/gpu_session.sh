@@ -2,7 +2,8 @@
 # The GPU measurements the README quotes, in one run on a machine with one GPU and PyTorch installed:
 #   1. the evaluation data pipeline (benchmarks/data_pipeline.py), CPU workers vs nvJPEG + batched GPU resize;
 #   2. torchrun: 2 processes (sharing one GPU through gloo, or SWIN_DIST_BACKEND=nccl on 2 GPUs), main.py --eval
-#      and QAT, against one process.
+#      and QAT with the ONNX check on rank 0 (--check-onnx), against one process.
+# SKIP_DATA_PIPELINE=1 runs part 2 only; datasets/digits is reused when it exists (make_digits needs scikit-learn).
 # Missing Python packages are installed from wheels in .whl/ when that folder exists (a machine without internet).
 # Results go to $OUT (default output/gpu_session).
 set -euo pipefail
@@ -14,14 +15,16 @@ if [ -d .whl ] && ! $PY -c "import yacs, modelopt" 2>/dev/null; then $PY -m pip 
 nproc; lscpu | grep -E "^(Model name|Thread|Core|Socket)" || true; nvidia-smi -L || echo "no nvidia-smi"
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 
+if [ -z "${SKIP_DATA_PIPELINE:-}" ]; then
 echo "== 1. data pipeline"
 $PY benchmarks/data_pipeline.py --folder output/bench_jpegs --num-files "${NUM_FILES:-5000}" --images "${IMAGES:-20000}" --workers "$(nproc)" \
     --gpu-decode --output-json "$OUT/data_pipeline.json" 2>&1 | grep -av "/s\]" | tail -n 12
+fi
 
 echo "== 2. torchrun: 2 processes (${SWIN_DIST_BACKEND:-gloo}) against one process"
 CFG=configs/swin_micro_digits.yaml DATA=datasets/digits RUN=output/gpu_session_run
 BACKEND=${SWIN_DIST_BACKEND:-gloo}  # gloo: 2 processes may share one GPU; nccl on a machine with 2 GPUs
-$PY -m data.make_digits --output $DATA > /dev/null
+$PY -m data.make_digits --output $DATA --exist-ok > /dev/null
 $PY main.py --cfg $CFG --data-path $DATA --output $RUN --opts TRAIN.EPOCHS 3 2>&1 | tail -n 2
 CKPT=$RUN/swin_micro_digits/default/ckpt_final.pth
 $PY main.py --cfg $CFG --data-path $DATA --eval --resume $CKPT --output $RUN --output-json "$OUT/eval_1proc.json" \
@@ -30,8 +33,8 @@ SWIN_DIST_BACKEND=$BACKEND $PY -m torch.distributed.run --standalone --nproc_per
     --data-path $DATA --eval --resume $CKPT --output $RUN --output-json "$OUT/eval_2proc.json" 2>&1 | tail -n 1
 for n in 1 2; do
     SWIN_DIST_BACKEND=$BACKEND $PY -m torch.distributed.run --standalone --nproc_per_node $n swin_quant_flow.py --cfg $CFG \
-        --resume $CKPT --quantize --data-path $DATA --num-finetune-epochs 1 --skip-fp32-eval --output $RUN/q$n \
-        --output-json "$OUT/qat_${n}proc.json" 2>&1 | tail -n 4
+        --resume $CKPT --quantize --data-path $DATA --num-finetune-epochs 1 --skip-fp32-eval --dynamic-batch --check-onnx \
+        --output $RUN/q$n --output-json "$OUT/qat_${n}proc.json" 2>&1 | tail -n 6
 done
 $PY - "$OUT" <<'PYEOF'
 import json, sys
