@@ -191,6 +191,20 @@ def test_int8_onnx_agrees_with_fake_quant_model_in_onnx_runtime(quant_flow):
     assert qdq["adds_quantized"] == adds
 
 
+def test_fp8_graph_of_the_trained_model_keeps_its_accuracy_in_onnx_runtime(trained_micro, tmp_path):
+    report = tmp_path / "fp8.json"
+    run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]), "--quantize",
+             "--format", "fp8", "--ptq-only", "--data-path", str(trained_micro["data"]), "--dynamic-batch",
+             "--output", str(tmp_path), "--output-json", str(report)], timeout=900)
+    stages = {row["stage"]: row for row in json.loads(report.read_text())["rows"]}
+    out = tmp_path / "ort.json"
+    run_cmd(["trt/eval_onnxrt.py", "--cfg", MICRO_CFG, "--resume", str(tmp_path / "swin_micro_digits_fp8.onnx"),
+             "--data-path", str(trained_micro["data"]), "--batch-size", "64", "--output-json", str(out)])
+    deployed = json.loads(out.read_text())
+    assert deployed["images"] == 360
+    assert abs(deployed["acc1"] - stages["fp32"]["acc1"]) <= 1.0, (deployed, stages)
+
+
 def test_eval_onnxrt_evaluates_the_int8_file(quant_flow, tmp_path):
     out = tmp_path / "ort.json"
     run_cmd(["trt/eval_onnxrt.py", "--cfg", MICRO_CFG, "--resume", quant_flow["files"]["onnx"],
