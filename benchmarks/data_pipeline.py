@@ -21,16 +21,15 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
-if __package__ in (None, ""):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.fast_loader import GpuPrefetcher, build_uint8_loader, sample_list
-from data.gpu_decode import GpuDecodePrefetcher, build_encoded_loader
-from utils import atomic_path, format_table, run_main, write_json
+from swin_trt.data.fast_loader import GpuPrefetcher, build_uint8_loader, sample_list
+from swin_trt.data.gpu_decode import GpuDecodePrefetcher, build_encoded_loader
+from swin_trt.errors import run_main
+from swin_trt.files import atomic_path, write_json
+from swin_trt.tables import format_table
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLASSES = 10
@@ -68,7 +67,8 @@ def write_jpegs(folder: str, count: int, workers: int, seed: int = 0, subsamplin
             jobs.append((path, seed + i, width, height, subsampling))
     if jobs:
         with multiprocessing.get_context("spawn").Pool(max(workers, 1)) as pool:
-            for _ in tqdm(pool.imap_unordered(_write_one, jobs, chunksize=32), total=len(jobs), desc="writing JPEGs"):
+            for _ in tqdm(pool.imap_unordered(_write_one, jobs, chunksize=32), total=len(jobs), desc="writing JPEGs",
+                          disable=not sys.stderr.isatty()):
                 pass
     return len(jobs)
 
@@ -82,7 +82,7 @@ def time_delivery(batches: Iterable, device: torch.device, images_wanted: int, d
         consume: called on every batch (a model sharing the GPU with the pipeline), inside the timed span.
     """
     delivered, start = 0, time.perf_counter()
-    with tqdm(total=images_wanted, desc=desc, unit="img") as bar:
+    with tqdm(total=images_wanted, desc=desc, unit="img", disable=not sys.stderr.isatty()) as bar:
         while delivered < images_wanted:
             for images, _ in batches:
                 if consume is not None:
@@ -99,8 +99,8 @@ def time_delivery(batches: Iterable, device: torch.device, images_wanted: int, d
 
 def consumer_model(cfg: str, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor], Any]:
     """The model of ``cfg`` (random weights) in ``dtype`` on ``device``: a stand-in for the engine the data feeds."""
-    from config import get_config
-    from models import build_model
+    from swin_trt.config import get_config
+    from swin_trt.models import build_model
 
     model = build_model(get_config(cfg)).to(device=device, dtype=dtype).eval()
 
@@ -144,11 +144,12 @@ def benchmark_pipeline(folder: str, images: int, batch_size: int, workers: int, 
     if baseline:
         from torchvision import transforms
 
-        from data.bad_images import ImageLoader
-        from data.image_folder import CheckedImageFolder
+        from swin_trt.data.bad_images import ImageLoader
+        from swin_trt.data.image_folder import CheckedImageFolder
+        from swin_trt.data.transforms import eval_resize_size
 
         transform = transforms.Compose([
-            transforms.Resize(int(size * 256 / 224), interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.Resize(eval_resize_size(size, True), interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
         dataset = CheckedImageFolder(folder, transform)
         pil = ImageLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from typing import Any, Dict, Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import onnx
 import torch
 
-from config import get_config
-from models import build_model
-from onnx_tools.export import export_onnx
-from onnx_tools.fp16 import convert_to_fp16
-from onnx_tools.graph import lean_graph, op_histogram, shape_op_count
-from utils import create_logger, format_table, run_main, write_json
+from swin_trt.config import get_config
+from swin_trt.errors import run_main
+from swin_trt.files import write_json
+from swin_trt.logs import create_logger
+from swin_trt.models import build_model
+from swin_trt.onnx_tools.export import export_onnx
+from swin_trt.onnx_tools.fp16 import convert_to_fp16
+from swin_trt.onnx_tools.graph import lean_graph, op_histogram, shape_op_count
+from swin_trt.tables import format_table
 
 DEFAULT_CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                            "swin_tiny_patch4_window7_224.yaml")
@@ -73,7 +72,7 @@ def timed_fp16(graph: onnx.ModelProto, path: str, keep_fp32_ops: Sequence[str]) 
 
 
 def timed_build(onnx_path: str, engine_path: str, config, backend: str) -> Dict[str, Any]:
-    from trt.build_engine import BatchProfile, build_engine
+    from swin_trt.trt.build import BatchProfile, build_engine
 
     profile = BatchProfile(config.TRT.MIN_BATCH, config.TRT.OPT_BATCH, config.TRT.MAX_BATCH)
     start = time.perf_counter()

@@ -24,7 +24,7 @@ fi
 echo "== 2. torchrun: 2 processes (${SWIN_DIST_BACKEND:-gloo}) against one process"
 CFG=configs/swin_micro_digits.yaml DATA=datasets/digits RUN=output/gpu_session_run
 BACKEND=${SWIN_DIST_BACKEND:-gloo}  # gloo: 2 processes may share one GPU; nccl on a machine with 2 GPUs
-$PY -m data.make_digits --output $DATA --exist-ok > /dev/null
+$PY make_digits.py --output $DATA --exist-ok > /dev/null
 $PY main.py --cfg $CFG --data-path $DATA --output $RUN --opts TRAIN.EPOCHS 3 2>&1 | tail -n 2
 CKPT=$RUN/swin_micro_digits/default/ckpt_final.pth
 $PY main.py --cfg $CFG --data-path $DATA --eval --resume $CKPT --output $RUN --output-json "$OUT/eval_1proc.json" \

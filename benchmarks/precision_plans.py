@@ -22,16 +22,14 @@ import tempfile
 import time
 from typing import List, Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import numpy as np
 import torch
 from PIL import Image
 
-from config import get_config
-from models import build_model
-from utils import atomic_torch_save, run_main, write_json
+from swin_trt.config import get_config
+from swin_trt.errors import run_main
+from swin_trt.files import atomic_torch_save, write_json
+from swin_trt.models import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CFG = os.path.join(REPO, "configs", "swin_tiny_patch4_window7_224.yaml")

@@ -7,18 +7,16 @@ Random weights, synthetic inputs; prints a markdown table and optionally JSON.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 from timm.models.swin_transformer import SwinTransformer as TimmSwin
 
-from benchmarks.timing import cuda_images_per_s
-from config import get_config
-from models import build_model
-from utils import UserError, format_table, run_main, write_json
+from swin_trt.benchmark import cuda_images_per_s
+from swin_trt.config import get_config
+from swin_trt.errors import UserError, run_main
+from swin_trt.files import write_json
+from swin_trt.models import build_model
+from swin_trt.tables import format_table
 
 
 def timm_twin(config) -> torch.nn.Module:

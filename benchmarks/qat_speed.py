@@ -14,21 +14,19 @@ without it fake quantization falls back to slower PyTorch ops.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from typing import Dict
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 import torch.nn as nn
 
-from benchmarks.timing import cuda_images_per_s
-from config import get_config
-from models import build_model
-from optimizer import build_optimizer
-from utils import UserError, format_table, run_main, write_json
+from swin_trt.benchmark import cuda_images_per_s
+from swin_trt.config import get_config
+from swin_trt.errors import UserError, run_main
+from swin_trt.files import write_json
+from swin_trt.models import build_model
+from swin_trt.tables import format_table
+from swin_trt.training.optimizer import build_optimizer
 
 
 def load_fake_quant_kernels() -> Dict[str, object]:
@@ -66,7 +64,7 @@ def training_step(model: nn.Module, config, batch: int, compile_model: bool = Fa
 
 def quantized_model(config, batch: int, device: str = "cuda") -> nn.Module:
     """Our Swin with the placement table's quantizers, max-calibrated on two synthetic batches."""
-    from quant.quantize import quantize_model
+    from swin_trt.quant.quantize import quantize_model
 
     model = build_model(config).to(device).eval()
     calib = [torch.randn(batch, 3, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE, device=device) for _ in range(2)]

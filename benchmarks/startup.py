@@ -27,13 +27,9 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
-
-if __package__ in (None, ""):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 import torch
@@ -41,11 +37,14 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
-from config import get_config
-from data import build_loader
-from data.transforms import build_transform
-from quant.calibrate import build_calib_loader  # imported here: both scripts import it (and ModelOpt) at start-up
-from utils import UserError, format_table, run_main, write_json
+from swin_trt.config import get_config
+from swin_trt.data import build_loader
+from swin_trt.data.transforms import build_transform
+from swin_trt.errors import UserError, run_main
+from swin_trt.files import write_json
+from swin_trt.quant.calibrate import \
+    build_calib_loader  # imported here: both scripts import it (and ModelOpt) at start-up
+from swin_trt.tables import format_table
 
 DISTINCT = 64  # distinct JPEG payloads, written round-robin: the opens, not the encoding, are what is measured
 
@@ -194,7 +193,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    from validation import check_args
+    from swin_trt.validation import check_args
 
     check_args(args, {"num_files": 1, "classes": 1, "batch_size": 1, "workers": 0, "repeats": 1})
     if args.classes > args.num_files:

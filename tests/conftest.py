@@ -1,7 +1,7 @@
 """Session fixtures shared by the test modules: the digits dataset and a trained micro model.
 
 Expensive artifacts are made once per session under pytest's temporary
-folder, by the project's own commands (``python -m data.make_digits``,
+folder, by the project's own commands (``python make_digits.py``,
 ``main.py``), so the tests exercise the same path a user does.
 """
 from __future__ import annotations
@@ -18,8 +18,31 @@ REPO = Path(__file__).resolve().parents[1]
 MICRO_CFG = str(REPO / "configs" / "swin_micro_digits.yaml")
 TINY_CFG = str(REPO / "configs" / "swin_tiny_patch4_window7_224.yaml")
 
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+
+
+# session fixtures that train, export or build (a minute or more between them): a test using one is in the slow tier
+SLOW_FIXTURES = {"trained_micro", "micro_onnx", "micro_int8_onnx", "micro_engines", "quant_flow", "tiny_onnx",
+                 "tiny_int8_onnx", "resumed_pipeline", "micro_fixed_batch"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark ``slow`` every test that uses a slow fixture (``pytest -m "not slow"`` is the fast tier)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def command(path: str):
+    """A command script (``main.py``, ``trt/eval_onnxrt.py``...) loaded as a module, to call its ``main(argv)`` in-process."""
+    import importlib.util
+
+    name = "command_" + path.replace("/", "_").replace(".py", "")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def run_cmd(args, check: bool = True, timeout: int = 900, env: dict | None = None,
@@ -35,9 +58,9 @@ def run_cmd(args, check: bool = True, timeout: int = 900, env: dict | None = Non
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
-    """The embedded digits dataset written by ``python -m data.make_digits``."""
+    """The embedded digits dataset written by ``python make_digits.py``."""
     out = tmp_path_factory.mktemp("data") / "digits"
-    run_cmd(["-m", "data.make_digits", "--output", str(out)])
+    run_cmd(["make_digits.py", "--output", str(out)])
     return out
 
 
@@ -81,9 +104,9 @@ def build_with_trt_rtx(onnx_path) -> bytes:
     import onnx
 
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
-    from trt.build_engine import build_engine
-    from trt.onnx_precision import graph_mode, graph_precision
-    from utils import UserError
+    from swin_trt.errors import UserError
+    from swin_trt.trt.build import build_engine
+    from swin_trt.trt.onnx_precision import graph_mode, graph_precision
 
     precision = graph_precision(onnx.load(str(onnx_path), load_external_data=False))
     profile = {} if precision.batch else {"min_batch": 1, "opt_batch": 2, "max_batch": 4}
@@ -125,17 +148,17 @@ def tiny_onnx(tmp_path_factory) -> dict:
     import onnx
     import torch
 
-    from config import get_config
-    from models import build_model
-    from onnx_tools.export import export_checked, save_checked
-    from onnx_tools.runtime import config_input_shape
+    from swin_trt.config import get_config
+    from swin_trt.contract import Preprocessing
+    from swin_trt.models import build_model
+    from swin_trt.onnx_tools.export import export_checked, save_checked
 
     torch.manual_seed(0)
     config = get_config(TINY_CFG)
     model = build_model(config).eval()
     out = tmp_path_factory.mktemp("onnx_tiny")
     files = {"fp32": out / "swin_tiny.onnx", "fp16": out / "swin_tiny_fp16.onnx"}
-    shape = config_input_shape(config)
+    shape = Preprocessing.from_config(config)
     reports = {"fp32": export_checked(model, str(files["fp32"]), shape, batch_size=1, dynamic_batch=True,
                                       opset=config.ONNX.OPSET)}
     # the FP16 file from the FP32 graph, as export.py --precision fp16 does, without exporting twice
@@ -149,7 +172,7 @@ def tiny_onnx(tmp_path_factory) -> dict:
 
 def trt_runtime_reason() -> str | None:
     """Why TensorRT engines cannot run here (None when they might): no GPU, or no TensorRT-family module."""
-    from trt.backend import runtime_unavailable_reason
+    from swin_trt.trt.backend import runtime_unavailable_reason
 
     return runtime_unavailable_reason()
 
@@ -159,8 +182,8 @@ def load_engine_or_skip(path, **kwargs):
     reason = trt_runtime_reason()
     if reason:
         pytest.skip(reason)
-    from trt.engine import TRTEngine
-    from utils import UserError
+    from swin_trt.errors import UserError
+    from swin_trt.trt.engine import TRTEngine
 
     try:
         return TRTEngine(str(path), **kwargs)
@@ -173,10 +196,10 @@ def micro_int8_onnx(trained_micro, tmp_path_factory) -> Path:
     """The trained micro model calibrated (max) on 4 training batches and exported by quant/ as INT8 Q/DQ, dynamic batch."""
     import torch
 
-    from config import get_config
-    from models import build_model, load_weights
-    from quant.calibrate import build_calib_loader, calibrate
-    from quant.export import export_quantized
+    from swin_trt.config import get_config
+    from swin_trt.models import build_model, load_weights
+    from swin_trt.quant.calibrate import build_calib_loader, calibrate
+    from swin_trt.quant.export import export_quantized
 
     config = get_config(MICRO_CFG, DATA__DATA_PATH=str(trained_micro["data"]))
     model = build_model(config)
@@ -192,10 +215,10 @@ def tiny_int8_onnx(tmp_path_factory) -> Path:
     """Swin-T (random weights) calibrated (max) on 2 random images and exported by quant/ as INT8 Q/DQ, dynamic batch."""
     import torch
 
-    from config import get_config
-    from models import build_model
-    from quant.calibrate import calibrate
-    from quant.export import export_quantized
+    from swin_trt.config import get_config
+    from swin_trt.models import build_model
+    from swin_trt.quant.calibrate import calibrate
+    from swin_trt.quant.export import export_quantized
 
     config = get_config(TINY_CFG)
     torch.manual_seed(0)
@@ -215,7 +238,7 @@ def micro_engines(micro_onnx, micro_int8_onnx, tmp_path_factory) -> dict:
     Returns ``{"fp32": Path, "fp16": Path, "int8": Path, "fp16_onnx": Path, "onnx": {...}, "data": Path}``.
     """
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
-    from trt.build_engine import build_engine
+    from swin_trt.trt.build import build_engine
 
     out = tmp_path_factory.mktemp("engines_micro")
     sources = {"fp32": micro_onnx["fp32"], "fp16": micro_onnx["fp32"], "int8": micro_int8_onnx}
@@ -232,6 +255,6 @@ def micro_engines(micro_onnx, micro_int8_onnx, tmp_path_factory) -> dict:
 def trt_rtx_backend():
     """The TensorRT-RTX module (skips without the wheels): builds and parses on the CPU."""
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
-    from trt.backend import load_backend
+    from swin_trt.trt.backend import load_backend
 
     return load_backend("tensorrt_rtx")

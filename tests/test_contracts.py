@@ -27,7 +27,7 @@ from tensorrt_api import REPO, StubAPI, load_stubs, rtx_has, stubs_dir
 
 rtx = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
 
-TRT_CODE = sorted((REPO / "trt").rglob("*.py"))
+TRT_CODE = sorted((REPO / "swin_trt" / "trt").rglob("*.py")) + sorted((REPO / "trt").rglob("*.py"))
 
 # member name -> the TensorRT classes trt/ uses it on (names as in TensorRT 10.13 and TensorRT-RTX)
 OBJECT_MEMBERS: Dict[str, Tuple[str, ...]] = {
@@ -205,8 +205,8 @@ def test_guard_detection_tells_feature_tensorrt_rtx_and_tensorrt_branches_apart(
 
 
 def test_tensorrt_data_type_names_the_code_maps_are_members_of_both_apis(stubs):
-    from trt.backend import TORCH_DTYPES
-    from trt.engine_inspector import DTYPE_WORDS
+    from swin_trt.trt.backend import TORCH_DTYPES
+    from swin_trt.trt.engine_inspector import DTYPE_WORDS
 
     for name in set(TORCH_DTYPES) | set(DTYPE_WORDS.values()):
         assert stubs.has("DataType", name) and name in rtx.DataType.__members__, name

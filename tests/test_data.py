@@ -6,9 +6,9 @@ import shutil
 import pytest
 import torch
 
-from config import get_config
-from data import build_loader
-from utils import UserError
+from swin_trt.config import get_config
+from swin_trt.data import build_loader
+from swin_trt.errors import UserError
 
 from conftest import MICRO_CFG, run_cmd
 
@@ -22,7 +22,7 @@ def test_make_digits_writes_fixed_split(digits_dir):
 
 
 def test_make_digits_refuses_to_overwrite(digits_dir):
-    proc = run_cmd(["-m", "data.make_digits", "--output", str(digits_dir)], check=False)
+    proc = run_cmd(["make_digits.py", "--output", str(digits_dir)], check=False)
     assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -62,9 +62,9 @@ def test_bad_image_skipped_when_asked(data_with_bad_image, caplog):
 
 
 def test_skip_drops_bad_images_in_worker_batches_and_yields_no_empty_batch(digits_dir, tmp_path, caplog):
-    from data.bad_images import ImageLoader
-    from data.image_folder import ImageList
-    from data.transforms import build_transform
+    from swin_trt.data.bad_images import ImageLoader
+    from swin_trt.data.image_folder import ImageList
+    from swin_trt.data.transforms import build_transform
 
     config = get_config(MICRO_CFG)
     good = sorted((digits_dir / "val" / "0").iterdir())[:2]
@@ -83,7 +83,7 @@ def test_skip_drops_bad_images_in_worker_batches_and_yields_no_empty_batch(digit
 def test_building_loaders_and_calibration_set_opens_no_image(digits_dir, monkeypatch):
     import PIL.Image
 
-    from quant.calibrate import build_calib_loader
+    from swin_trt.quant.calibrate import build_calib_loader
 
     opened = []
     real_open = PIL.Image.open
@@ -109,7 +109,7 @@ def test_missing_data_path_is_a_user_error(tmp_path):
 
 
 def test_fast_uint8_loader_applies_the_same_bad_image_policy(digits_dir, tmp_path):
-    from data.fast_loader import build_uint8_loader
+    from swin_trt.data.fast_loader import build_uint8_loader
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")

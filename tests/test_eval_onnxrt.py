@@ -6,13 +6,15 @@ import json
 import pytest
 import torch
 
-from conftest import MICRO_CFG, TINY_CFG, run_cmd
-from config import get_config
-from models import build_model
-from onnx_tools.export import export_checked
-from onnx_tools.runtime import OrtPredictor, config_input_shape
-from trt.eval_onnxrt import evaluate_onnx
-from utils import UserError
+from swin_trt.config import get_config
+from swin_trt.contract import Preprocessing
+from swin_trt.errors import UserError
+from swin_trt.models import build_model
+from swin_trt.onnx_tools.evaluate import evaluate_onnx
+from swin_trt.onnx_tools.export import export_checked
+from swin_trt.onnx_tools.runtime import OrtPredictor
+
+from conftest import MICRO_CFG, TINY_CFG, command, run_cmd
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def micro_fixed_batch(tmp_path_factory):
     config = get_config(MICRO_CFG)
     model = build_model(config).eval()
     path = tmp_path_factory.mktemp("fixed") / "micro_bs8.onnx"
-    export_checked(model, str(path), config_input_shape(config), batch_size=8, dynamic_batch=False)
+    export_checked(model, str(path), Preprocessing.from_config(config), batch_size=8, dynamic_batch=False)
     return config, model, path
 
 
@@ -56,8 +58,8 @@ def test_fixed_batch_file_takes_any_batch_by_chunking_and_padding(micro_fixed_ba
 
 
 def test_fixed_batch_file_evaluates_with_a_batch_it_cannot_take(micro_fixed_batch, digits_dir):
-    from data import build_loader
-    from evaluation import evaluate_model
+    from swin_trt.data import build_loader
+    from swin_trt.evaluation import evaluate_model
 
     _, model, path = micro_fixed_batch
     config = get_config(MICRO_CFG, DATA__DATA_PATH=str(digits_dir))
@@ -76,10 +78,9 @@ def test_input_shape_other_than_the_config_is_one_sentence(micro_fixed_batch):
 
 
 def test_config_with_other_classes_is_user_error(micro_fixed_batch, digits_dir):
-    from trt import eval_onnxrt
-
+    eval_onnxrt = command("trt/eval_onnxrt.py")
     _, _, path = micro_fixed_batch
-    with pytest.raises(UserError, match=f"ONNX file {path} gives 10 logits but the config .* has MODEL.NUM_CLASSES 5"):
+    with pytest.raises(UserError, match=f"ONNX file {path} was made for other images than config .*num_classes 10 vs 5"):
         eval_onnxrt.main(["--cfg", MICRO_CFG, "--opts", "MODEL.NUM_CLASSES", "5", "--resume", str(path),
                           "--data-path", str(digits_dir)])
 

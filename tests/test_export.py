@@ -5,15 +5,16 @@ import onnx
 import pytest
 import torch
 
-from conftest import MICRO_CFG, build_with_trt_rtx, run_cmd
-from config import get_config
-from models import build_model
-from onnx_tools.export import export_checked, save_checked
-from onnx_tools.fp16 import convert_to_fp16
-from onnx_tools.graph import SHAPE_OPS
-from onnx_tools.runtime import config_input_shape
-from onnx_tools.verify import TOLERANCE, ExportCheckError
-from utils import UserError
+from swin_trt.config import get_config
+from swin_trt.contract import Preprocessing
+from swin_trt.errors import UserError
+from swin_trt.models import build_model
+from swin_trt.onnx_tools.export import export_checked, save_checked
+from swin_trt.onnx_tools.fp16 import convert_to_fp16
+from swin_trt.onnx_tools.graph import SHAPE_OPS
+from swin_trt.onnx_tools.verify import TOLERANCE, ExportCheckError
+
+from conftest import MICRO_CFG, build_with_trt_rtx, command, run_cmd
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def micro_fp32(micro_model, tmp_path_factory):
     """The micro model (random weights) exported and checked in FP32 with dynamic batch: its lean graph."""
     config, model = micro_model
     path = tmp_path_factory.mktemp("micro_fp32") / "micro.onnx"
-    export_checked(model, str(path), config_input_shape(config), dynamic_batch=True)
+    export_checked(model, str(path), Preprocessing.from_config(config), dynamic_batch=True)
     return onnx.load(str(path))
 
 
@@ -51,7 +52,7 @@ def test_dynamic_batch_export_has_symbolic_batch_and_static_other_dims(micro_onn
 
 def test_fixed_batch_export_has_static_batch(micro_model, tmp_path):
     config, model = micro_model
-    report = export_checked(model, str(tmp_path / "fixed.onnx"), config_input_shape(config), batch_size=3,
+    report = export_checked(model, str(tmp_path / "fixed.onnx"), Preprocessing.from_config(config), batch_size=3,
                             dynamic_batch=False)
     assert report["io"]["input"] == [3, 3, 32, 32]
     assert report["io"]["output"] == [3, 10]
@@ -60,7 +61,7 @@ def test_fixed_batch_export_has_static_batch(micro_model, tmp_path):
 def test_swin_tiny_graph_is_lean(tiny_onnx):
     fp32 = tiny_onnx["reports"]["fp32"]
     assert fp32["nodes"] <= 600
-    assert fp32["shape_ops"] <= 8
+    assert fp32["shape_ops"] == 0  # no Shape, Gather or Range: every dimension but the batch is static
     assert sum(fp32["ops"].get(op, 0) for op in SHAPE_OPS) == fp32["shape_ops"]
     # LayerNorm is one LayerNormalization op (opset >= 17), not its Pow/Sqrt/ReduceMean internals
     assert fp32["ops"]["LayerNormalization"] > 0 and "Pow" not in fp32["ops"] and "Sqrt" not in fp32["ops"]
@@ -114,11 +115,12 @@ def test_check_past_tolerance_fails_and_writes_nothing(micro_model, micro_fp32, 
     config, model = micro_model
     path = tmp_path / "strict_fp16.onnx"
     with pytest.raises(ExportCheckError, match=f"{path} differs from PyTorch by .* relative .* past the 1e-09 allowed"):
-        save_checked(micro_fp32, str(path), model, config_input_shape(config), "fp16", config.ONNX.FP16_KEEP_FP32_OPS,
+        save_checked(micro_fp32, str(path), model, Preprocessing.from_config(config), "fp16", config.ONNX.FP16_KEEP_FP32_OPS,
                      tolerance=1e-9)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # the micro_onnx / tiny_onnx fixtures, asked for by name
 @pytest.mark.parametrize("model_name", ["micro", "tiny"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_exported_graph_builds_with_tensorrt_rtx(model_name, precision, request):
@@ -134,8 +136,7 @@ def test_missing_checkpoint_ends_with_one_sentence(tmp_path):
 
 
 def test_checkpoint_for_another_config_is_user_error(micro_model, tmp_path):
-    import export
-
+    export = command("export.py")
     _, model = micro_model
     ckpt = tmp_path / "micro.pth"
     torch.save({"model": model.state_dict()}, ckpt)
@@ -145,7 +146,33 @@ def test_checkpoint_for_another_config_is_user_error(micro_model, tmp_path):
 
 
 def test_output_in_missing_folder_is_user_error(tmp_path):
-    import export
-
+    export = command("export.py")
     with pytest.raises(UserError, match="output folder .*missing does not exist"):
         export.main(["--cfg", MICRO_CFG, "--output", str(tmp_path / "missing" / "x.onnx")])
+
+
+MICRO_MLP = ["MODEL.TYPE", "swin_mlp", "MODEL.SWIN_MLP.EMBED_DIM", "48", "MODEL.SWIN_MLP.DEPTHS", "[2, 2]",
+             "MODEL.SWIN_MLP.NUM_HEADS", "[3, 6]", "MODEL.SWIN_MLP.WINDOW_SIZE", "4", "MODEL.SWIN_MLP.APE", "True"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_swin_mlp_runs_exports_and_matches_pytorch(precision, tmp_path):
+    from swin_trt.models.swin_mlp import SwinMLP
+
+    config = get_config(MICRO_CFG, MICRO_MLP)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    assert isinstance(model, SwinMLP) and model.layers[0].blocks[1].shift_size == 2
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    report = export_checked(model, str(tmp_path / "mlp.onnx"), Preprocessing.from_config(config), dynamic_batch=True,
+                            precision=precision, keep_fp32_ops=config.ONNX.FP16_KEEP_FP32_OPS)
+    assert report["checks"]["random"]["relative"] <= TOLERANCE[precision]
+    assert report["shape_ops"] == 0
+    assert len(build_with_trt_rtx(tmp_path / "mlp.onnx")) > 0
+
+
+def test_swin_mlp_is_not_quantized_and_says_why(trained_micro, tmp_path):
+    proc = run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--opts", *MICRO_MLP, "--resume",
+                    str(trained_micro["checkpoint"]), "--quantize", "--data-path", str(trained_micro["data"])], check=False)
+    assert proc.returncode == 2 and "MODEL.TYPE swin_mlp is not quantized here" in proc.stderr

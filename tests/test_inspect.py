@@ -10,20 +10,20 @@ import torch
 import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
+from swin_trt.errors import UserError
+from swin_trt.trt.engine_inspector import parse_inspector_json, summarize
+from swin_trt.trt.network_plan import precision_plan
+
 from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd
-from trt.engine_inspector import parse_inspector_json
-from trt.inspect_engine import summarize
-from trt.network_plan import precision_plan
-from utils import UserError
 
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
 
 
 def expected_gemms(cfg: str) -> dict:
     """Matrix multiplies of the PyTorch model: one per Linear, two per WindowAttention (q·kᵀ, attn·v)."""
-    from config import get_config
-    from models import build_model
-    from models.swin_transformer import WindowAttention
+    from swin_trt.config import get_config
+    from swin_trt.models import build_model
+    from swin_trt.models.swin_transformer import WindowAttention
 
     model = build_model(get_config(cfg))
     return {"linear": sum(isinstance(m, nn.Linear) for m in model.modules()),
@@ -66,6 +66,7 @@ def test_plan_counts_what_the_engine_stores_by_the_documented_rules(tmp_path, tr
     assert at_four["bytes"] == summary["bytes"]  # per image
 
 
+@pytest.mark.slow  # the INT8 graph fixtures, asked for by name
 @pytest.mark.parametrize("cfg,fixture", [(MICRO_CFG, "micro_int8_onnx"), (TINY_CFG, "tiny_int8_onnx")],
                          ids=["micro", "swin_tiny"])
 def test_every_matrix_multiply_of_the_int8_network_takes_int8_qdq_inputs(cfg, fixture, request, trt_rtx_backend):
@@ -250,7 +251,7 @@ def test_engine_report_without_a_gpu_ends_with_one_sentence(micro_engines):
 
 
 def test_int8_engine_runs_gemms_in_int8_and_fp16_engine_does_not(micro_engines):
-    from trt.engine_inspector import inspect_engine
+    from swin_trt.trt.engine_inspector import inspect_engine
 
     load_engine_or_skip(micro_engines["int8"])
     int8 = [r for r in inspect_engine(str(micro_engines["int8"])) if r["gemm"]]

@@ -10,8 +10,9 @@ import time
 import pytest
 import torch
 
+from swin_trt.errors import UserError
+
 from conftest import MICRO_CFG, REPO, run_cmd
-from utils import UserError
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -45,6 +46,7 @@ def test_torchrun_two_processes_evaluate_every_image_once(trained_micro, tmp_pat
     assert metrics["acc5"] == trained_micro["metrics"]["acc5"]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_one_epoch(digits_dir, tmp_path):
     out = tmp_path / "ddp_train.json"
     run_cmd([*TORCHRUN, "main.py", "--cfg", MICRO_CFG, "--data-path", str(digits_dir), "--output", str(tmp_path),
@@ -53,6 +55,7 @@ def test_torchrun_two_processes_train_one_epoch(digits_dir, tmp_path):
     assert json.loads(out.read_text())["images"] == 360
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_last_checkpoint(digits_dir, tmp_path):
     args = [sys.executable, "main.py", "--cfg", MICRO_CFG, "--data-path", str(digits_dir), "--output", str(tmp_path),
             "--opts", "TRAIN.EPOCHS", "3"]
@@ -90,7 +93,7 @@ def test_user_mistakes_end_with_one_sentence(tmp_path, digits_dir):
 
 @pytest.mark.parametrize("backend,message", [("mpi", "is not a backend here"), ("nccl", "NCCL needs one GPU per process")])
 def test_distributed_setup_refuses_a_backend_it_cannot_run(monkeypatch, backend, message):
-    import distributed
+    import swin_trt.distributed as distributed
 
     if backend == "nccl" and torch.cuda.device_count() >= 2:
         pytest.skip("this machine has a GPU for each of the 2 processes")

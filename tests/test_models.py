@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timm.models.swin_transformer import SwinTransformer as TimmSwin, checkpoint_filter_fn
+from timm.models.swin_transformer import SwinTransformer as TimmSwin
+from timm.models.swin_transformer import checkpoint_filter_fn
 
-from config import get_config
-from models import build_model, load_weights
-from models.swin_transformer import relative_position_index
-from utils import UserError
+from swin_trt.config import get_config
+from swin_trt.errors import UserError
+from swin_trt.models import build_model, load_weights
+from swin_trt.models.swin_transformer import relative_position_index
 
 from conftest import MICRO_CFG, REPO, TINY_CFG
 

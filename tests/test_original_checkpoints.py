@@ -8,12 +8,14 @@ import pytest
 import torch
 from yacs.config import CfgNode
 
+from swin_trt.checkpoint_file import load_checkpoint_file
+from swin_trt.config import get_config
+from swin_trt.errors import UserError
+from swin_trt.models import build_model, load_weights
+from swin_trt.training.lr_scheduler import build_scheduler
+from swin_trt.training.optimizer import build_optimizer
+
 from conftest import MICRO_CFG, run_cmd
-from config import get_config
-from lr_scheduler import build_scheduler
-from models import build_model, load_weights
-from optimizer import build_optimizer
-from utils import UserError, load_checkpoint_file
 
 
 def original_training_checkpoint(path, trained_checkpoint) -> CfgNode:

@@ -126,7 +126,7 @@ def test_config_edits_and_batch_size_rerun_exactly_the_steps_they_reach(resumed_
 
 
 def test_benchmark_lists_the_engines_and_the_report_the_tensorrt_results(monkeypatch, tmp_path):
-    import pipeline
+    import swin_trt.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "tensorrt_builder_available", lambda: None)
     monkeypatch.setattr(pipeline, "tensorrt_runtime_available", lambda: None)  # as on a GPU with TensorRT

@@ -11,20 +11,22 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from swin_trt.checkpoint_file import load_checkpoint_file
+from swin_trt.config import get_config
+from swin_trt.errors import UserError
+from swin_trt.models import build_model, load_weights
+from swin_trt.models.swin_transformer import SwinTransformerBlock, WindowAttention
+from swin_trt.onnx_tools.export import export_onnx
+from swin_trt.onnx_tools.graph import lean_graph, op_histogram
+from swin_trt.onnx_tools.runtime import OrtPredictor
+from swin_trt.quant.calibrate import amax_state, build_calib_loader, calibrate
+from swin_trt.quant.checkpoint import load_quant_checkpoint, save_quant_checkpoint
+from swin_trt.quant.export import export_quantized, qdq_coverage
+from swin_trt.quant.finetune import QATFineTuner
+from swin_trt.quant.placement import PLACEMENT, enabled_sites
+from swin_trt.quant.quantize import enabled_quantizers
+
 from conftest import MICRO_CFG, TINY_CFG, build_with_trt_rtx, run_cmd, small_digits
-from config import get_config
-from models import build_model, load_weights
-from models.swin_transformer import SwinTransformerBlock, WindowAttention
-from onnx_tools.export import export_onnx
-from onnx_tools.graph import lean_graph, op_histogram
-from onnx_tools.runtime import OrtPredictor
-from quant.calibrate import amax_state, build_calib_loader, calibrate
-from quant.checkpoint import load_quant_checkpoint, save_quant_checkpoint
-from quant.export import export_quantized, qdq_coverage
-from quant.finetune import QATFineTuner
-from quant.placement import PLACEMENT, enabled_sites
-from quant.quantize import enabled_quantizers
-from utils import UserError, load_checkpoint_file
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -284,7 +286,7 @@ def test_int8_graph_is_the_fp16_graph_plus_qdq_pairs(trained_micro, micro_onnx, 
 
 
 def test_qdq_moved_through_data_movement_computes_the_same_bits(tmp_path):
-    from onnx_tools.qdq_propagation import propagate_qdq
+    from swin_trt.onnx_tools.qdq_propagation import propagate_qdq
 
     config, model = quantized_micro()
     exported = lean_graph(export_onnx(model, str(tmp_path / "raw.onnx"), 32, 1, True, config.ONNX.OPSET))
@@ -305,6 +307,25 @@ def test_qdq_moved_through_data_movement_computes_the_same_bits(tmp_path):
     before = OrtPredictor(paths["exported"], providers=["CPUExecutionProvider"]).run(images)
     after = OrtPredictor(paths["moved"], providers=["CPUExecutionProvider"]).run(images)
     assert np.array_equal(before, after)
+
+
+def test_onnx_runtime_rounds_fp16_quantize_inputs_to_nearest_even(tmp_path):
+    # The FP16-based Q/DQ graphs quantize FP16 tensors; ONNX Runtime 1.24 truncated them toward zero,
+    # which the pinned version must not (the export check would then compare against wrong integers).
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"])
+    graph = helper.make_graph(
+        [node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [6])],
+        [helper.make_tensor_value_info("q", TensorProto.INT8, [6])],
+        [helper.make_tensor("scale", TensorProto.FLOAT16, [], [1.0]), helper.make_tensor("zero", TensorProto.INT8, [], [0])])
+    path = tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.array([0.6, 1.6, -0.6, 2.5, 3.5, -2.5], dtype=np.float16)
+    assert session.run(None, {"x": x})[0].tolist() == [1, 2, -1, 2, 4, -2]
 
 
 def test_fp8_export_writes_standard_fp8_qdq_that_onnx_runtime_checks(tmp_path):
@@ -328,7 +349,7 @@ def test_fp8_export_writes_standard_fp8_qdq_that_onnx_runtime_checks(tmp_path):
 
 
 def test_bf16_high_precision_graph_builds_with_tensorrt_rtx(tmp_path):
-    from trt.onnx_precision import graph_precision
+    from swin_trt.trt.onnx_precision import graph_precision
 
     config, model = quantized_micro(["QUANT.HIGH_PRECISION", "bf16"])
     path = tmp_path / "micro_int8_bf16.onnx"

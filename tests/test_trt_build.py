@@ -4,17 +4,18 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import numpy as np
+from swin_trt.errors import UserError
+from swin_trt.trt.build import (BatchProfile, EngineBuilder, build_engine, load_timing_cache, register_profile,
+                                resolve_profile)
+from swin_trt.trt.metadata import file_sha256, metadata_path
+from swin_trt.trt.onnx_precision import check_mode, graph_mode, graph_precision
 
 from conftest import MICRO_CFG, run_cmd
-from trt.build_engine import BatchProfile, EngineBuilder, build_engine, load_timing_cache, register_profile, resolve_profile
-from trt.metadata import file_sha256, metadata_path
-from trt.onnx_precision import check_mode, graph_mode, graph_precision
-from utils import UserError
 
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
 
@@ -109,7 +110,7 @@ def test_build_writes_engine_and_metadata_atomically(micro_engines):
 
 
 def test_fp16_mode_converts_an_fp32_graph_and_keeps_the_listed_ops_in_fp32(micro_engines, trt_rtx_backend):
-    from trt.network_plan import precision_plan
+    from swin_trt.trt.network_plan import precision_plan
 
     meta = json.loads(open(metadata_path(str(micro_engines["fp16"]))).read())
     assert meta["converted_to_fp16"] is True and meta["fp16_keep_fp32_ops"] == ["ReduceMean", "Pow"]
@@ -129,9 +130,9 @@ def test_int8_engine_builds_from_the_quant_flow_graph(micro_engines):
 def test_fixed_batch_onnx_builds_a_fixed_profile(tmp_path):
     import torch
 
-    from config import get_config
-    from models import build_model
-    from onnx_tools.export import export_onnx
+    from swin_trt.config import get_config
+    from swin_trt.models import build_model
+    from swin_trt.onnx_tools.export import export_onnx
 
     config = get_config(MICRO_CFG)
     torch.manual_seed(0)
@@ -252,13 +253,14 @@ def full_tensorrt_without_gpu():
 def test_full_tensorrt_without_a_gpu_is_passed_over_by_auto_and_one_sentence_when_asked_for(monkeypatch, tmp_path):
     import sys
 
+    from swin_trt.trt.backend import load_backend
+
     from tensorrt_api import load_stubs
-    from trt.backend import load_backend
 
     stubs = load_stubs()
     assert ["logger"] in stubs.classes["Builder"]["__init__"] and ["min_severity"] in stubs.classes["Logger"]["__init__"]
     monkeypatch.setitem(sys.modules, "tensorrt", full_tensorrt_without_gpu())
-    monkeypatch.setattr("trt.backend._LOGGERS", {})  # the stand-in's logger must not outlive the test
+    monkeypatch.setattr("swin_trt.trt.backend._LOGGERS", {})  # the stand-in's logger must not outlive the test
     assert load_backend("auto").is_rtx  # builds on the CPU instead of crashing in trt.Builder
     with pytest.raises(UserError, match=r"tensorrt 10.13.0.35 could not create a builder \(pybind11.*nullptr\).*"
                                         r"--backend tensorrt_rtx"):
@@ -273,8 +275,9 @@ def test_a_tensorrt_folder_of_type_stubs_is_not_taken_for_tensorrt(monkeypatch):
     import importlib
     import sys
 
+    from swin_trt.trt.backend import load_backend
+
     from tensorrt_api import stubs_dir
-    from trt.backend import load_backend
 
     # the stubs' own tensorrt/*.pyi folder on the path: what `pip install tensorrt-stubs` into site-packages does
     monkeypatch.syspath_prepend(str(stubs_dir()))

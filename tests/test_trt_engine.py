@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from swin_trt.errors import UserError
+from swin_trt.trt.backend import load_backend, torch_dtype
+from swin_trt.trt.engine import (ALIGNMENT, TRTEngine, aligned, batch_limits, bind_address, create_context, describe_io,
+                                 describe_validity, plan_chunks, select_profile)
+from swin_trt.trt.metadata import check_compatible, metadata_path
+
 from conftest import load_engine_or_skip
-from trt.backend import load_backend, torch_dtype
-from trt.engine import (ALIGNMENT, TRTEngine, aligned, batch_limits, bind_address, create_context, describe_io,
-                        describe_validity, plan_chunks, select_profile)
-from trt.metadata import check_compatible, metadata_path
-from utils import UserError
 
 trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
 
@@ -241,7 +242,7 @@ def test_cuda_graphs_of_a_tensorrt_rtx_engine_built_without_user_allocation_are_
 # --- GPU runtime (skipped here with the reason) ----------------------------------------------------------------------
 
 def ort_logits(onnx_file, images: torch.Tensor) -> np.ndarray:
-    from onnx_tools.runtime import OrtPredictor
+    from swin_trt.onnx_tools.runtime import OrtPredictor
 
     return OrtPredictor(str(onnx_file), providers=["CPUExecutionProvider"]).run(images.numpy())
 

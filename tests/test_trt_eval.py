@@ -8,15 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
+from swin_trt.config import get_config
+from swin_trt.data.fast_loader import (GpuPrefetcher, build_fast_eval_loader, build_uint8_loader, decode_rgb,
+                                       resize_for_eval, sample_list)
+from swin_trt.data.gpu_decode import GpuDecodePrefetcher, build_encoded_loader
+from swin_trt.data.resize_matrices import eval_resize_matrices
+from swin_trt.errors import UserError
+from swin_trt.trt.evaluate import check_engine_config
+from swin_trt.trt.metadata import read_metadata
+
 from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd
-from config import get_config
-from data.fast_loader import (GpuPrefetcher, build_fast_eval_loader, build_uint8_loader, decode_rgb, resize_for_eval,
-                              sample_list)
-from data.gpu_decode import GpuDecodePrefetcher, build_encoded_loader
-from data.resize_matrices import eval_resize_matrices
-from trt.eval_trt import check_engine_config
-from trt.metadata import read_metadata
-from utils import UserError
 
 
 def normalise(images: torch.Tensor, config) -> torch.Tensor:
@@ -28,7 +29,7 @@ def normalise(images: torch.Tensor, config) -> torch.Tensor:
 # --- data pipeline -------------------------------------------------------------------------------------------------
 
 def test_fast_pipeline_matches_the_pil_evaluation_transform_on_a_jpeg(tmp_path):
-    from data.transforms import build_transform
+    from swin_trt.data.transforms import build_transform
 
     config = get_config(TINY_CFG)
     rng = np.random.default_rng(0)
@@ -43,7 +44,7 @@ def test_fast_pipeline_matches_the_pil_evaluation_transform_on_a_jpeg(tmp_path):
 
 
 def test_fast_loader_gives_the_same_batches_as_the_training_code_loader(digits_dir):
-    from data import build_loader
+    from swin_trt.data import build_loader
 
     config = get_config(MICRO_CFG, DATA__DATA_PATH=str(digits_dir))
     fast = GpuPrefetcher(build_fast_eval_loader(config, 64, 0), torch.device("cpu"), config.DATA.MEAN, config.DATA.STD)
@@ -86,7 +87,7 @@ def test_resize_matrices_reproduce_torchvision_resize_and_centre_crop(height, wi
 
 
 def test_batch_resizer_pads_without_leaking_padding_into_the_output():
-    from data.resize_matrices import BatchResizer
+    from swin_trt.data.resize_matrices import BatchResizer
 
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in ((375, 500), (500, 375), (260, 300))]
     batch = BatchResizer(224, True, "bicubic", torch.device("cpu"))(images)  # padded to 500 x 500 inside
@@ -158,9 +159,9 @@ def test_eval_without_a_gpu_ends_with_one_sentence(micro_engines):
 
 @pytest.mark.parametrize("mode", ["fp32", "fp16", "int8"])
 def test_engine_accuracy_matches_onnx_runtime_on_digits(mode, micro_engines, trained_micro, tmp_path):
-    from data import build_loader
-    from evaluation import evaluate
-    from onnx_tools.runtime import OrtPredictor
+    from swin_trt.data import build_loader
+    from swin_trt.evaluation import evaluate
+    from swin_trt.onnx_tools.runtime import OrtPredictor
 
     load_engine_or_skip(micro_engines[mode])
     out = tmp_path / "eval.json"
@@ -180,7 +181,7 @@ def test_engine_accuracy_matches_onnx_runtime_on_digits(mode, micro_engines, tra
 # --- benchmark -------------------------------------------------------------------------------------------------------
 
 def test_benchmark_table_has_a_row_per_batch_and_a_column_per_backend_and_precision():
-    from trt.benchmark import format_csv, format_markdown, parse_assignments
+    from swin_trt.benchmark import format_csv, format_markdown, parse_assignments
 
     results = [{"column": "PyTorch eager fp32", "batch": 1, "images_per_s": 10.0},
                {"column": "PyTorch eager fp32", "batch": 16, "images_per_s": 100.0},
@@ -215,7 +216,7 @@ def test_benchmark_command_times_pytorch_and_prints_trtexec_lines(micro_engines,
 
 
 def test_trtexec_line_leaves_out_the_flags_tensorrt_11_made_default_no_ops():
-    from trt.benchmark import trtexec_command
+    from swin_trt.benchmark import trtexec_command
 
     trt10 = trtexec_command("m.engine", 64, "input", [3, 224, 224], "10.13.0.35")
     assert trt10 == ("trtexec --loadEngine=m.engine --shapes=input:64x3x224x224 --useCudaGraph --noDataTransfers "
@@ -227,7 +228,7 @@ def test_trtexec_line_leaves_out_the_flags_tensorrt_11_made_default_no_ops():
 # --- debug: ONNX Runtime against TensorRT / another graph ------------------------------------------------------------
 
 def test_tolerance_report_names_the_first_tensor_past_the_tolerance():
-    from trt.debug.tolerance import tolerance_report
+    from swin_trt.trt.tolerance import tolerance_report
 
     reference = {"a": np.ones(4), "b": np.full(4, 2.0), "c": np.zeros(3), "out": np.ones(2)}
     candidate = {"a": np.ones(4), "b": np.array([2.0, 2.0, 2.5, 2.0]), "c": np.zeros(4), "out": np.ones(2)}
@@ -240,7 +241,7 @@ def test_tolerance_report_names_the_first_tensor_past_the_tolerance():
 
 
 def test_per_layer_comparison_of_fp16_and_fp32_graphs_in_onnx_runtime(micro_engines):
-    from trt.debug.compare import compare
+    from swin_trt.trt.compare import compare
 
     fp32, fp16 = str(micro_engines["onnx"]["fp32"]), str(micro_engines["fp16_onnx"])
     loose = compare(fp32, candidate="ort", candidate_onnx=fp16, per_layer=True, batch_size=2, atol=0.05, rtol=0.05)
@@ -251,8 +252,8 @@ def test_per_layer_comparison_of_fp16_and_fp32_graphs_in_onnx_runtime(micro_engi
 
 @pytest.mark.parametrize("per_layer", [False, True], ids=["outputs", "every_tensor"])
 def test_onnx_runtime_sessions_of_the_comparison_run_qdq_graphs_as_written(micro_engines, per_layer):
-    from onnx_tools.runtime import OrtPredictor
-    from trt.debug.compare import onnxrt_runner
+    from swin_trt.onnx_tools.runtime import OrtPredictor
+    from swin_trt.trt.compare import onnxrt_runner
 
     onnx_file = str(micro_engines["onnx"]["int8"])
     key = "session.disable_quant_qdq"
@@ -266,7 +267,7 @@ def test_onnx_runtime_sessions_of_the_comparison_run_qdq_graphs_as_written(micro
 def test_tensorrt_runner_for_a_built_engine_is_made_from_polygraphys_own_loaders(micro_engines):
     from polygraphy.backend.trt import TrtRunner
 
-    from trt.debug.compare import trt_runner
+    from swin_trt.trt.compare import trt_runner
 
     runner = trt_runner(None, str(micro_engines["fp32"]), False, "tensorrt", {})  # imports BytesFromPath
     assert isinstance(runner, TrtRunner)
@@ -282,7 +283,7 @@ def test_tensorrt_comparison_without_a_gpu_ends_with_one_sentence(micro_engines)
 
 
 def test_engine_outputs_match_onnx_runtime_per_polygraphy(micro_engines):
-    from trt.debug.compare import compare
+    from swin_trt.trt.compare import compare
 
     load_engine_or_skip(micro_engines["fp32"])
     report = compare(str(micro_engines["onnx"]["fp32"]), engine_file=str(micro_engines["fp32"]), batch_size=4,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MICRO_CFG, run_cmd
-from utils import UserError
+from swin_trt.errors import UserError
+
+from conftest import MICRO_CFG, command, run_cmd
 
 
 def one_sentence(proc, phrase: str) -> str:
@@ -75,7 +76,7 @@ def test_unreadable_image_in_a_loader_worker_is_one_sentence(digits_dir, trained
 def test_user_error_from_a_worker_keeps_only_its_sentence():
     from torch.utils.data import DataLoader, Dataset
 
-    from utils import user_message
+    from swin_trt.errors import user_message
 
     class Refuses(Dataset):
         def __len__(self) -> int:
@@ -91,37 +92,35 @@ def test_user_error_from_a_worker_keeps_only_its_sentence():
 
 
 @pytest.mark.parametrize("script,args,phrase", [
-    ("main", ["--eval", "--opts", "DATA.NUM_WORKERS", "-1"], "config value DATA.NUM_WORKERS is -1"),
-    ("main", ["--eval", "--resume", "{notes}"], "checkpoint {notes} is not a PyTorch checkpoint (it is a text file)"),
-    ("main", ["--eval", "--data-path", "{tmp}"], "dataset folder {tmp} has no val/ folder"),
-    ("export", ["--batch-size-onnx", "0"], "--batch-size-onnx is 0"),
-    ("export", ["--opset", "13"], "--opset is 13: pass a number of at least 17"),
-    ("swin_quant_flow", ["--resume", "{ckpt}", "--num-calib-batch", "0"], "--num-calib-batch is 0"),
-    ("swin_quant_flow", ["--resume", "{ckpt}", "--num-finetune-epochs", "-1"], "--num-finetune-epochs is -1"),
-    ("trt.eval_onnxrt", ["--resume", "{ckpt}"], "ONNX file {ckpt} is not an ONNX model (it is a zip archive"),
-    ("trt.eval_trt", ["--resume", "{notes}"], "TensorRT engine {notes} is not an engine (it is a text file)"),
-    ("trt.eval_trt", ["--resume", "{onnx}"], "TensorRT engine {onnx} is an ONNX model, not an engine"),
-    ("trt.build_engine", ["--onnx-file", "{onnx}", "--builder-optimization-level", "7"],
+    ("main.py", ["--eval", "--opts", "DATA.NUM_WORKERS", "-1"], "config value DATA.NUM_WORKERS is -1"),
+    ("main.py", ["--eval", "--resume", "{notes}"], "checkpoint {notes} is not a PyTorch checkpoint (it is a text file)"),
+    ("main.py", ["--eval", "--data-path", "{tmp}"], "dataset folder {tmp} has no val/ folder"),
+    ("export.py", ["--batch-size-onnx", "0"], "--batch-size-onnx is 0"),
+    ("export.py", ["--opset", "13"], "--opset is 13: pass a number of at least 17"),
+    ("swin_quant_flow.py", ["--resume", "{ckpt}", "--num-calib-batch", "0"], "--num-calib-batch is 0"),
+    ("swin_quant_flow.py", ["--resume", "{ckpt}", "--num-finetune-epochs", "-1"], "--num-finetune-epochs is -1"),
+    ("trt/eval_onnxrt.py", ["--resume", "{ckpt}"], "ONNX file {ckpt} is not an ONNX model (it is a zip archive"),
+    ("trt/eval_trt.py", ["--resume", "{notes}"], "TensorRT engine {notes} is not an engine (it is a text file)"),
+    ("trt/eval_trt.py", ["--resume", "{onnx}"], "TensorRT engine {onnx} is an ONNX model, not an engine"),
+    ("trt/build_engine.py", ["--onnx-file", "{onnx}", "--builder-optimization-level", "7"],
      "--builder-optimization-level is 7: pass a number between 0 and 5"),
 ])
 def test_every_script_checks_numbers_and_file_kinds_up_front(script, args, phrase, trained_micro, tmp_path):
-    import importlib
-
     notes = tmp_path / "notes.txt"
     notes.write_text("not a model\n")
     onnx_file = tmp_path / "tiny.onnx"
     make_onnx(onnx_file)
     names = {"notes": notes, "ckpt": trained_micro["checkpoint"], "onnx": onnx_file, "tmp": tmp_path}
     argv = [a.format(**names) for a in args]
-    if script == "trt.build_engine":
+    if script == "trt/build_engine.py":
         argv += ["--trt-engine", str(tmp_path / "x.engine")]
     else:
         argv = ["--cfg", MICRO_CFG, *argv]
         if "--data-path" not in argv:
             argv += ["--data-path", str(trained_micro["data"])]
-        if "--resume" not in argv and script != "export":
+        if "--resume" not in argv and script != "export.py":
             argv += ["--resume", str(trained_micro["checkpoint"])]
-    main = importlib.import_module(script).main
+    main = command(script).main
     with pytest.raises(UserError) as caught:
         main(argv)
     assert phrase.format(**names) in str(caught.value)
@@ -139,7 +138,7 @@ def make_onnx(path) -> None:
 
 
 def test_config_file_that_is_not_yaml_is_one_sentence(tmp_path):
-    from config import get_config
+    from swin_trt.config import get_config
 
     listed = tmp_path / "list.yaml"
     listed.write_text("- MODEL\n- DATA\n")

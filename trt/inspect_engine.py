@@ -18,36 +18,16 @@ does), which needs a GPU that can deserialize the engine.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
-import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
-if __package__ in (None, ""):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from trt.backend import BACKEND_CHOICES, load_backend
-from trt.engine_inspector import inspect_engine
-from trt.network_plan import comparison_rows, layer_type_rows, precision_plan
-from utils import UserError, format_table, run_main, write_json
-
-
-def summarize(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Counts per kind of layer and precision, e.g. ``{"kind": "attention", "INT8": 24, "FLOAT": 0}``."""
-    counts: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for row in rows:
-        kind = row.get("kind") or ("gemm" if row.get("gemm") else "other")
-        counts[kind][row["precision"]] += 1
-    precisions = sorted({p for c in counts.values() for p in c})
-    return [dict({"kind": kind, "total": sum(c.values())}, **{p: c.get(p, 0) for p in precisions})
-            for kind, c in sorted(counts.items())]
-
-
-def layer_table(plan) -> List[Dict[str, Any]]:
-    """One printed row per non-constant layer of a plan."""
-    return [{"layer": r["layer"], "type": r["type"], "outputs": ", ".join(r["outputs"]),
-             "stored MB": f"{r['stored_bytes'] / 1e6:.3f}", "FP32 compute": "yes" if r["fp32_compute"] else ""}
-            for r in plan.layers if not r["constant"]]
+from swin_trt import cli
+from swin_trt.errors import UserError, run_main
+from swin_trt.files import write_json
+from swin_trt.tables import format_table
+from swin_trt.trt.backend import load_backend
+from swin_trt.trt.engine_inspector import inspect_engine, summarize
+from swin_trt.trt.network_plan import comparison_rows, layer_table, layer_type_rows, precision_plan
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -56,10 +36,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     source.add_argument("--onnx-file", help="precision plan of the parsed TensorRT network (no GPU needed)")
     source.add_argument("--compare", nargs="+", metavar="ONNX", help="precision plans of several graphs side by side")
     source.add_argument("--engine", help="report from TensorRT's engine inspector (needs a GPU)")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    cli.add_backend(parser)
     parser.add_argument("--batch", type=int, default=1, help="batch the graphs are parsed at (bytes are per image)")
     parser.add_argument("--layers", action="store_true", help="print every layer, not only the summary")
-    parser.add_argument("--output-json", help="write layers and summary here")
+    cli.add_output_json(parser, "the layers and the summary")
     return parser.parse_args(argv)
 
 

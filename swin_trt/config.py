@@ -1,0 +1,232 @@
+"""yacs configuration: defaults, per-model YAML files and command-line overrides.
+
+The layout follows the original Swin-Transformer repository (DATA, MODEL with
+SWIN and SWIN_MLP sub-nodes, TRAIN, AUG, TEST) and adds QUANT, ONNX and TRT
+nodes for the deployment steps. A YAML under ``configs/`` holds only what
+differs from these defaults.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Optional, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from swin_trt.errors import UserError
+
+_C = CN()
+_C.BASE = [""]  # YAML files merged before this one (paths relative to it)
+
+# -----------------------------------------------------------------------------
+# Data
+# -----------------------------------------------------------------------------
+_C.DATA = CN()
+_C.DATA.BATCH_SIZE = 128  # images per GPU (or per process) and step
+_C.DATA.DATA_PATH = ""  # ImageNet-style root holding train/ and val/
+_C.DATA.DATASET = "imagenet"  # accepted so that the original's YAML files load; unused (any ImageFolder tree: train/<class>/, val/<class>/)
+_C.DATA.IMG_SIZE = 224  # input resolution (square)
+_C.DATA.INTERPOLATION = "bicubic"  # resize interpolation: random | bilinear | bicubic
+_C.DATA.PIN_MEMORY = True  # pin host memory for faster copies to the GPU
+_C.DATA.NUM_WORKERS = 8  # data loader worker processes
+_C.DATA.MEAN = [0.485, 0.456, 0.406]  # normalisation mean (ImageNet)
+_C.DATA.STD = [0.229, 0.224, 0.225]  # normalisation std (ImageNet)
+_C.DATA.ON_BAD_IMAGE = "fail"  # unreadable image: fail (stop naming it) | skip (warn and drop it)
+
+# -----------------------------------------------------------------------------
+# Model
+# -----------------------------------------------------------------------------
+_C.MODEL = CN()
+_C.MODEL.TYPE = "swin"  # swin | swin_mlp
+_C.MODEL.NAME = "swin_tiny_patch4_window7_224"  # used in file names and logs
+_C.MODEL.PRETRAINED = ""  # checkpoint to fine-tune from (head re-initialised if its size differs)
+_C.MODEL.RESUME = ""  # checkpoint to evaluate or resume from
+_C.MODEL.NUM_CLASSES = 1000  # classifier outputs
+_C.MODEL.DROP_RATE = 0.0  # dropout
+_C.MODEL.DROP_PATH_RATE = 0.1  # stochastic depth (highest rate, linear over blocks)
+_C.MODEL.LABEL_SMOOTHING = 0.1  # label smoothing for the training loss
+
+_C.MODEL.SWIN = CN()
+_C.MODEL.SWIN.PATCH_SIZE = 4  # patch-embedding stride and kernel
+_C.MODEL.SWIN.IN_CHANS = 3  # image channels
+_C.MODEL.SWIN.EMBED_DIM = 96  # channels of the first stage
+_C.MODEL.SWIN.DEPTHS = [2, 2, 6, 2]  # blocks per stage
+_C.MODEL.SWIN.NUM_HEADS = [3, 6, 12, 24]  # attention heads per stage
+_C.MODEL.SWIN.WINDOW_SIZE = 7  # tokens per window side
+_C.MODEL.SWIN.MLP_RATIO = 4.0  # MLP hidden width / channels
+_C.MODEL.SWIN.QKV_BIAS = True  # bias in the qkv projection
+_C.MODEL.SWIN.QK_SCALE = None  # attention scale; None means head_dim ** -0.5
+_C.MODEL.SWIN.APE = False  # absolute position embedding
+_C.MODEL.SWIN.PATCH_NORM = True  # LayerNorm after patch embedding
+
+_C.MODEL.SWIN_MLP = CN()
+_C.MODEL.SWIN_MLP.PATCH_SIZE = 4
+_C.MODEL.SWIN_MLP.IN_CHANS = 3
+_C.MODEL.SWIN_MLP.EMBED_DIM = 96
+_C.MODEL.SWIN_MLP.DEPTHS = [2, 2, 6, 2]
+_C.MODEL.SWIN_MLP.NUM_HEADS = [3, 6, 12, 24]
+_C.MODEL.SWIN_MLP.WINDOW_SIZE = 7
+_C.MODEL.SWIN_MLP.MLP_RATIO = 4.0
+_C.MODEL.SWIN_MLP.APE = False
+_C.MODEL.SWIN_MLP.PATCH_NORM = True
+
+# -----------------------------------------------------------------------------
+# Training
+# -----------------------------------------------------------------------------
+_C.TRAIN = CN()
+_C.TRAIN.START_EPOCH = 0  # accepted so that the original's YAML files load; unused (training resumes after the checkpoint's epoch)
+_C.TRAIN.EPOCHS = 300  # training epochs
+_C.TRAIN.WARMUP_EPOCHS = 20  # linear warm-up epochs
+_C.TRAIN.WEIGHT_DECAY = 0.05  # AdamW weight decay (not on norms, biases, position tables)
+_C.TRAIN.BASE_LR = 5e-4  # learning rate for a total batch of 512 (scaled linearly)
+_C.TRAIN.WARMUP_LR = 5e-7  # learning rate at the start of warm-up (scaled likewise)
+_C.TRAIN.MIN_LR = 5e-6  # learning rate at the end of the cosine (scaled likewise)
+_C.TRAIN.CLIP_GRAD = 5.0  # gradient-norm clipping; 0 turns it off
+_C.TRAIN.AUTO_RESUME = True  # resume from the newest checkpoint in the output folder
+_C.TRAIN.ACCUMULATION_STEPS = 1  # gradient accumulation steps
+_C.TRAIN.OPTIMIZER = CN()
+_C.TRAIN.OPTIMIZER.NAME = "adamw"  # adamw (the Swin recipes) | sgd (Nesterov momentum), as the original
+_C.TRAIN.OPTIMIZER.EPS = 1e-8
+_C.TRAIN.OPTIMIZER.BETAS = (0.9, 0.999)  # AdamW betas
+_C.TRAIN.OPTIMIZER.MOMENTUM = 0.9  # SGD momentum
+
+# -----------------------------------------------------------------------------
+# Augmentation (training only)
+# -----------------------------------------------------------------------------
+_C.AUG = CN()
+_C.AUG.COLOR_JITTER = 0.4  # colour jitter factor
+_C.AUG.CROP_PADDING = 4  # padded random crop replacing RandomResizedCrop at IMG_SIZE <= 32 (the original's)
+_C.AUG.HFLIP = 0.5  # horizontal-flip probability (0 for data that is not mirror-symmetric, e.g. digits)
+_C.AUG.AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"  # timm RandAugment policy; "none" turns it off
+_C.AUG.REPROB = 0.25  # random-erase probability
+_C.AUG.REMODE = "pixel"  # random-erase mode
+_C.AUG.RECOUNT = 1  # random-erase count
+_C.AUG.MIXUP = 0.8  # mixup alpha; 0 turns it off
+_C.AUG.CUTMIX = 1.0  # cutmix alpha; 0 turns it off
+_C.AUG.CUTMIX_MINMAX = None  # cutmix min/max ratio (overrides alpha)
+_C.AUG.MIXUP_PROB = 1.0  # probability of mixup or cutmix per batch
+_C.AUG.MIXUP_SWITCH_PROB = 0.5  # probability of cutmix when both are on
+_C.AUG.MIXUP_MODE = "batch"  # batch | pair | elem
+
+# -----------------------------------------------------------------------------
+# Testing
+# -----------------------------------------------------------------------------
+_C.TEST = CN()
+_C.TEST.CROP = True  # resize by 256/224 then centre-crop (else resize to the input size)
+_C.TEST.SEQUENTIAL = True  # accepted so that the original's YAML files load; unused (evaluation always reads val/ in file order, one shard per rank)
+
+# -----------------------------------------------------------------------------
+# Quantization (swin_quant_flow.py)
+# -----------------------------------------------------------------------------
+_C.QUANT = CN()
+_C.QUANT.FORMAT = "int8"  # int8 | fp8 (E4M3, Hopper and later)
+_C.QUANT.CALIB_METHOD = "max"  # activation ranges: max | histogram (entropy) | percentile
+_C.QUANT.PERCENTILE = 99.99  # percentile for the percentile calibrator
+_C.QUANT.NUM_CALIB_BATCH = 4  # training batches seen by calibration
+_C.QUANT.FINETUNE_EPOCHS = 1  # QAT epochs after calibration
+_C.QUANT.FINETUNE_LR = 5e-6  # QAT learning rate for a total batch of 512, cosine to 0 (~1% of TRAIN.BASE_LR, Wu et al. 2020)
+_C.QUANT.DISABLED = []  # placement-table rows to switch off (see quant/placement.py)
+_C.QUANT.HIGH_PRECISION = "fp16"  # type between the Q/DQ pairs of the exported graph: fp16 | bf16 | fp32 (debugging only)
+# export check: largest relative logit difference, ONNX Runtime Q/DQ graph vs fake-quant PyTorch (FP32). FP16
+# rounding between the pairs moves values across quantization steps: 0.03 (INT8) and 0.07 (FP8) on the digits
+_C.QUANT.ONNX_TOLERANCE = 0.1
+
+# -----------------------------------------------------------------------------
+# ONNX export
+# -----------------------------------------------------------------------------
+_C.ONNX = CN()
+_C.ONNX.OPSET = 20  # >= 17: LayerNormalization is one op; 20: GELU is one op
+_C.ONNX.BATCH_SIZE = 1  # batch of the exported graph (ignored with DYNAMIC_BATCH)
+_C.ONNX.DYNAMIC_BATCH = False  # symbolic batch dimension
+# Ops kept in FP32 by the FP16/BF16 conversion, of the FP16 graph and of every Q/DQ graph alike. The
+# original kept POW and REDUCE, the LayerNorm internals; from opset 17 LayerNormalization is one op
+# that computes its statistics in FP32 with FP16 input and output (stash_type), and Softmax subtracts
+# the row maximum before exp, so both run in FP16 (onnx_tools/fp16.py says why).
+_C.ONNX.FP16_KEEP_FP32_OPS = ["ReduceMean", "Pow"]
+
+# -----------------------------------------------------------------------------
+# TensorRT
+# -----------------------------------------------------------------------------
+_C.TRT = CN()
+_C.TRT.WORKSPACE_MIB = 4096  # builder workspace limit
+_C.TRT.MIN_BATCH = 1  # optimisation profile (dynamic-batch ONNX files)
+_C.TRT.OPT_BATCH = 64
+_C.TRT.MAX_BATCH = 256
+_C.TRT.OPTIMIZATION_LEVEL = 3  # builder optimisation level 0..5
+
+# -----------------------------------------------------------------------------
+# Misc
+# -----------------------------------------------------------------------------
+_C.AMP_ENABLE = True  # mixed precision on GPU (ignored on CPU)
+_C.OUTPUT = "output"  # root of the output folders
+_C.TAG = "default"  # sub-folder under OUTPUT/MODEL.NAME
+_C.SAVE_FREQ = 1  # checkpoint every N epochs
+_C.PRINT_FREQ = 10  # training and QAT log loss, learning rate and images/s every N steps
+_C.SEED = 0  # random seed
+_C.EVAL_MODE = False  # evaluate only
+_C.LOCAL_RANK = 0  # accepted so that the original's YAML files load; unused (torchrun's LOCAL_RANK environment variable picks the GPU)
+
+
+def default_config() -> CN:
+    """A fresh copy of the defaults."""
+    return _C.clone()
+
+
+def _merge_yaml(config: CN, cfg_file: str) -> None:
+    if not os.path.isfile(cfg_file):
+        raise UserError(f"config file {cfg_file} does not exist: pass one of the files under configs/.")
+    try:
+        with open(cfg_file, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"config file {cfg_file} is not YAML ({type(err).__name__}): pass one of the files under configs/.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {cfg_file} holds a YAML {type(data).__name__}, not KEY: VALUE pairs: pass one of the files under configs/.")
+    for base in data.get("BASE", [""]):
+        if base:
+            _merge_yaml(config, os.path.join(os.path.dirname(cfg_file), base))
+    config.defrost()
+    try:
+        config.merge_from_file(cfg_file)
+    except KeyError as err:
+        raise UserError(f"config file {cfg_file} has an unknown key ({err.args[0]}): check its spelling against config.py.") from None
+    except ValueError as err:
+        raise UserError(f"config file {cfg_file} has a value of the wrong type ({err}).") from None
+
+
+def _merge_opts(config: CN, opts: Sequence[str]) -> None:
+    if len(opts) % 2:
+        raise UserError(f"--opts takes KEY VALUE pairs; got an odd number of items: {' '.join(opts)}.")
+    try:
+        config.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as err:
+        msg = err.args[0] if err.args else err
+        raise UserError(f"--opts has an unknown key ({msg}): check its spelling against config.py.") from None
+    except ValueError as err:
+        raise UserError(f"--opts has a value of the wrong type ({err}).") from None
+
+
+def get_config(cfg_file: Optional[str] = None, opts: Iterable[str] = (), **overrides: Any) -> CN:
+    """Defaults ← YAML file ← ``--opts`` pairs ← explicit CLI flags.
+
+    Args:
+        cfg_file: path of a YAML under configs/ (or None for the defaults).
+        opts: flat ``KEY VALUE`` list as given after ``--opts``.
+        overrides: dotted keys (``DATA__BATCH_SIZE`` style with ``__``) set last
+            when their value is not None; the scripts map their flags here.
+    """
+    config = default_config()
+    if cfg_file:
+        _merge_yaml(config, cfg_file)
+    config.defrost()
+    _merge_opts(config, list(opts or ()))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = config
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    config.freeze()
+    return config

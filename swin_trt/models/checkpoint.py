@@ -1,0 +1,104 @@
+"""The one place that knows checkpoint formats.
+
+Accepted: the official Swin releases (``{"model": state_dict}`` with the
+original key names, with or without the ``relative_position_index`` and
+``attn_mask`` buffers), our own training checkpoints (same layout plus
+optimizer state), DDP-wrapped state dicts (``module.`` prefix), plain state
+dicts, and timm's layout (downsample at the start of the next stage,
+``head.fc``). Every rename and drop is listed in :func:`checkpoint_filter`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+
+from swin_trt.checkpoint_file import load_checkpoint_file
+from swin_trt.errors import UserError
+
+_LOG = logging.getLogger("swin")
+# buffers the original saved; ours are rebuilt from the config
+_DERIVED = re.compile(r"(relative_position_index|relative_coords_table|attn_mask)$")
+HEAD_KEYS = ("head.weight", "head.bias")
+
+
+def unwrap_state_dict(checkpoint: Dict) -> Dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint file's dict (``model``, ``state_dict`` or the dict itself)."""
+    for key in ("model", "state_dict"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
+    return checkpoint
+
+
+def checkpoint_filter(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Original key names from any accepted layout.
+
+    - ``module.`` prefix (DDP) is stripped;
+    - ``relative_position_index``, ``relative_coords_table`` and ``attn_mask`` are dropped (rebuilt from config);
+    - timm layout: ``layers.{i}.downsample`` → ``layers.{i-1}.downsample``, ``head.fc.`` → ``head.``.
+    """
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in state_dict]
+    stages_with_downsample = {int(m.group(1)) for k in keys for m in [re.match(r"layers\.(\d+)\.downsample\.", k)] if m}
+    # timm puts PatchMerging at the start of stages 1..n-1, the original at the end of stages 0..n-2
+    timm_layout = "head.fc.weight" in keys or (bool(stages_with_downsample) and 0 not in stages_with_downsample)
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if _DERIVED.search(key):
+            continue
+        if timm_layout:
+            key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", key)
+            key = re.sub(r"^head\.fc\.", "head.", key)
+        out[key] = value
+    return out
+
+
+def _mismatches(model_sd: Dict[str, torch.Tensor], ckpt_sd: Dict[str, torch.Tensor]) -> Tuple[List[str], List[str], List[str]]:
+    missing = [k for k in model_sd if k not in ckpt_sd]
+    unexpected = [k for k in ckpt_sd if k not in model_sd]
+    shape = [f"{k} {tuple(ckpt_sd[k].shape)} vs {tuple(v.shape)}" for k, v in model_sd.items()
+             if k in ckpt_sd and tuple(ckpt_sd[k].shape) != tuple(v.shape)]
+    return missing, unexpected, shape
+
+
+def load_weights(model: nn.Module, path: str, new_head: bool = False, what: str = "checkpoint") -> Dict:
+    """Load the weights of ``path`` into ``model`` strictly.
+
+    Args:
+        model: the model built from the config.
+        path: checkpoint file.
+        new_head: fine-tuning to another number of classes: a head of another
+            size is re-initialised (and logged) instead of being an error.
+        what: word used in messages.
+
+    Returns:
+        the whole checkpoint dict (for optimizer/epoch state when resuming).
+
+    Raises:
+        UserError: the checkpoint is for another architecture or head size,
+            naming the first mismatched keys.
+    """
+    checkpoint = load_checkpoint_file(path)
+    state_dict = checkpoint_filter(unwrap_state_dict(checkpoint))
+    model_sd = model.state_dict()
+    if new_head:
+        for k in HEAD_KEYS:
+            if k in state_dict and k in model_sd and state_dict[k].shape != model_sd[k].shape:
+                _LOG.warning("%s: %s has shape %s, the model %s: re-initialising the head for fine-tuning",
+                             path, k, tuple(state_dict[k].shape), tuple(model_sd[k].shape))
+                del state_dict[k]
+        for k in HEAD_KEYS:
+            state_dict.setdefault(k, model_sd[k]) if k in model_sd else None
+    missing, unexpected, shape = _mismatches(model_sd, state_dict)
+    if missing or unexpected or shape:
+        details = "; ".join(filter(None, [
+            f"shape mismatch: {', '.join(shape[:3])}" if shape else "",
+            f"missing: {', '.join(missing[:3])}" if missing else "",
+            f"unexpected: {', '.join(unexpected[:3])}" if unexpected else ""]))
+        raise UserError(f"{what} {path} does not fit this model/config ({details}): pass the config the checkpoint was trained with.")
+    model.load_state_dict(state_dict, strict=True)
+    return checkpoint if isinstance(checkpoint, dict) else {}

@@ -1,0 +1,217 @@
+"""The quantization flow of swin_quant_flow.py: calibrate (PTQ) or restore, fine-tune (QAT, DDP under torchrun), evaluate, save, export the Q/DQ graph."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from yacs.config import CfgNode
+
+from swin_trt import cli
+from swin_trt.checkpoint_file import load_checkpoint_file
+from swin_trt.config import get_config
+from swin_trt.data import build_loader
+from swin_trt.distributed import barrier, cleanup, init_distributed
+from swin_trt.errors import UserError
+from swin_trt.evaluation import evaluate_model
+from swin_trt.logs import create_logger
+from swin_trt.models import build_model, load_weights
+from swin_trt.onnx_tools.export import check_precision
+from swin_trt.quant.calibrate import amax_digests_over_ranks, build_calib_loader, calibrate
+from swin_trt.quant.checkpoint import is_quant_checkpoint, load_quant_checkpoint, save_quant_checkpoint
+from swin_trt.quant.export import default_paths, export_quantized
+from swin_trt.quant.finetune import QATFineTuner
+from swin_trt.quant.placement import format_placement
+from swin_trt.quant.quantize import check_quant_options
+from swin_trt.validation import check_args, check_config, require_checkpoint, require_dataset, require_modelopt_onnx
+
+
+def make_config(args: argparse.Namespace) -> CfgNode:
+    # an explicit --batch-size-onnx asks for that fixed batch, unless --dynamic-batch is given too
+    """The config of a swin_quant_flow.py run: YAML, ``--opts``, then the flags."""
+    return get_config(args.cfg, args.opts, DATA__BATCH_SIZE=args.batch_size, DATA__DATA_PATH=args.data_path,
+                      DATA__NUM_WORKERS=args.num_workers,
+                      MODEL__RESUME=args.resume, QUANT__FORMAT=args.format, QUANT__CALIB_METHOD=args.calib_method,
+                      QUANT__HIGH_PRECISION=args.high_precision,
+                      QUANT__NUM_CALIB_BATCH=args.num_calib_batch,
+                      QUANT__FINETUNE_EPOCHS=0 if args.ptq_only else args.num_finetune_epochs,
+                      AMP_ENABLE=args.amp, SEED=args.seed, **cli.onnx_batch_overrides(args))
+
+
+def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
+    """Every number and input file of the run, before any work (each mistake is one :class:`UserError`)."""
+    check_args(args, {"batch_size": 1, "num_workers": 0, "num_calib_batch": 1, "num_finetune_epochs": 0, "batch_size_onnx": 1})
+    check_config(config, args.cfg)
+    if not config.MODEL.RESUME:
+        raise UserError("no --resume given: pass a trained checkpoint (with --quantize) or a *_qat.pth / *_ptq.pth "
+                        "to resume.")
+    require_checkpoint(config.MODEL.RESUME, "checkpoint",
+                       "pass a trained .pth (with --quantize) or a *_qat.pth / *_ptq.pth")
+    if not config.DATA.DATA_PATH:
+        raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
+    require_dataset(config.DATA.DATA_PATH, ["train", "val"])
+    if config.MODEL.TYPE != "swin":
+        raise UserError(f"MODEL.TYPE {config.MODEL.TYPE} is not quantized here: the placement table "
+                        "(swin_trt/quant/placement.py) is Swin Transformer's, and Swin-MLP has no official checkpoint "
+                        "in this toolkit's scope; export it with export.py --precision fp16 instead.")
+    check_precision(config.QUANT.HIGH_PRECISION)
+    if config.QUANT.HIGH_PRECISION != "fp32":  # found at export, it would cost the whole calibration and QAT
+        require_modelopt_onnx(f"the {config.QUANT.HIGH_PRECISION.upper()}-based Q/DQ export (ModelOpt AutoCast)")
+
+
+def evaluate_stage(stage: str, model: nn.Module, loader, device: torch.device, logger: logging.Logger) -> Dict[str, Any]:
+    """FP32 evaluation (fake quantization is simulated in FP32, as the Q/DQ graph computes), summed over ranks."""
+    metrics = evaluate_model(model, loader, device, amp=False, desc=stage, over_ranks=True)
+    logger.info("%s: Acc@1 %.3f Acc@5 %.3f loss %.4f on %d images", stage, metrics["acc1"], metrics["acc5"],
+                metrics["loss"], metrics["images"])
+    return {"stage": stage, **metrics}
+
+
+def calibrated_model(config: CfgNode, device: torch.device, val_loader, skip_fp32: bool,
+                     logger: logging.Logger) -> Tuple[nn.Module, List[Dict[str, Any]]]:
+    """Plain checkpoint → calibrated model; returns (model, metric rows)."""
+    resume = config.MODEL.RESUME
+    if is_quant_checkpoint(load_checkpoint_file(resume)):
+        raise UserError(f"checkpoint {resume} is already quantized: drop --quantize to resume, evaluate or export it.")
+    calib_loader = build_calib_loader(config, config.QUANT.NUM_CALIB_BATCH, config.DATA.BATCH_SIZE)
+    model = build_model(config)
+    load_weights(model, resume)
+    model.to(device)
+    rows = [] if skip_fp32 else [evaluate_stage("fp32", model, val_loader, device, logger)]
+    calibrate(model, calib_loader, config, device)
+    rows.append(evaluate_stage("ptq", model, val_loader, device, logger))
+    return model, rows
+
+
+def restored_model(config: CfgNode, device: torch.device, logger: logging.Logger) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Quantized checkpoint → model on ``device``; returns (model, checkpoint dict)."""
+    model = build_model(config)
+    checkpoint = load_quant_checkpoint(model, config.MODEL.RESUME)
+    model.to(device)
+    logger.info("restored %s quantized model from %s (QAT epochs done: %d)", checkpoint["quant"]["format"],
+                config.MODEL.RESUME, int(checkpoint["epoch"]) + 1)
+    return model, checkpoint
+
+
+def finetune(model: nn.Module, config: CfgNode, device: torch.device, rank: int, world_size: int,
+             start_epoch: int, trainer_state: Optional[Dict[str, Any]], save: Callable[..., Any]) -> Dict[str, Any]:
+    """QAT epochs ``start_epoch .. QUANT.FINETUNE_EPOCHS-1`` (DDP over ranks), saving the checkpoint after each.
+
+    Returns:
+        (the final optimizer/scheduler/scaler state, for the last checkpoint; per-epoch training stats).
+    """
+    runner = model
+    if world_size > 1:
+        runner = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    tuner = QATFineTuner(model, runner, build_loader(config, "train"), config, device, world_size,
+                         config.QUANT.FINETUNE_EPOCHS)
+    if trainer_state is not None:
+        tuner.load_state_dict(trainer_state)
+
+    def save_epoch(epoch: int, stats: Dict[str, Any]) -> None:
+        if rank == 0:
+            save(epoch, tuner.state_dict(), {"train": stats})
+        barrier()
+
+    history = tuner.run(start_epoch, save_epoch)
+    return tuner.state_dict(), history
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowOptions:
+    """What swin_quant_flow.py's flags ask of :func:`run_flow`.
+
+    Attributes:
+        quantize: ``--resume`` is a plain checkpoint to calibrate (else a quantized one to resume).
+        output: folder of the checkpoints and the ONNX file.
+        skip_fp32_eval: do not evaluate the plain model first.
+        check_onnx: compare the ONNX file with PyTorch over all of val/ (rank 0).
+    """
+
+    quantize: bool
+    output: str
+    skip_fp32_eval: bool = False
+    check_onnx: bool = False
+
+
+def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: int, world_size: int,
+             logger: logging.Logger) -> Dict[str, Any]:
+    """The whole flow (see the module docstring); returns the metrics rows, files and export report."""
+    if not config.MODEL.RESUME:
+        raise UserError("no --resume given: pass a trained checkpoint (with --quantize) or a *_qat.pth / *_ptq.pth to resume.")
+    if not config.DATA.DATA_PATH:
+        raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
+    check_quant_options(config.QUANT.FORMAT, config.QUANT.CALIB_METHOD)
+    os.makedirs(options.output, exist_ok=True)
+    val_loader = build_loader(config, "val")
+    result: Dict[str, Any] = {"world_size": world_size}
+    if options.quantize:
+        model, rows = calibrated_model(config, device, val_loader, options.skip_fp32_eval, logger)
+        result["calib_amax_digests"] = amax_digests_over_ranks(model)
+        info = {"format": config.QUANT.FORMAT, "calib_method": config.QUANT.CALIB_METHOD}
+        start_epoch, trainer_state = 0, None
+    else:
+        model, checkpoint = restored_model(config, device, logger)
+        rows = []
+        info = {k: v for k, v in checkpoint["quant"].items() if k != "sites"}
+        start_epoch = int(checkpoint["epoch"]) + 1
+        trainer_state = checkpoint if "optimizer" in checkpoint else None
+    fmt = info["format"]
+    paths = default_paths(config, fmt, options.output)
+
+    def save(path: str, epoch: int, trainer: Optional[Dict[str, Any]], metrics: Dict[str, Any]) -> None:
+        save_quant_checkpoint(path, model, info, epoch, trainer, metrics, config.dump())
+
+    if options.quantize and rank == 0:
+        save(paths["ptq"], -1, None, rows[-1])
+    if start_epoch < config.QUANT.FINETUNE_EPOCHS:
+        trainer_state, history = finetune(model, config, device, rank, world_size, start_epoch, trainer_state,
+                                          lambda epoch, trainer, metrics: save(paths["qat"], epoch, trainer, metrics))
+        result["qat_train"] = history
+        rows.append(evaluate_stage("qat", model, val_loader, device, logger))
+        if rank == 0:
+            save(paths["qat"], config.QUANT.FINETUNE_EPOCHS - 1, trainer_state, rows[-1])
+    elif not options.quantize:
+        rows.append(evaluate_stage("restored", model, val_loader, device, logger))
+    result.update(format=fmt, rows=rows, files=paths)
+    if rank == 0:
+        result["onnx"] = export_stage(model, paths["onnx"], config, fmt, options.check_onnx, rows)
+    return result
+
+
+def export_stage(model: nn.Module, path: str, config: CfgNode, fmt: str, check_on_val: bool,
+                 rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Export the Q/DQ file; with ``check_on_val`` add the ONNX Runtime accuracy as an ``onnxrt`` row.
+
+    Only rank 0 exports, so the check reads all of val/ itself (no shard, no collective).
+    """
+    check_loader = build_loader(config, "val", shuffle=False, shard=False) if check_on_val else None
+    report = export_quantized(model, path, config, fmt, config.ONNX.BATCH_SIZE, config.ONNX.DYNAMIC_BATCH, check_loader)
+    if "val" in report["checks"]:
+        val = report["checks"]["val"]
+        rows.append({"stage": "onnxrt", "acc1": val["onnx_acc1"], "acc5": val["onnx_acc5"], "images": val["images"],
+                     "top1_agreement": 100.0 * val["top1_agreement"]})
+    return report
+
+
+def run_quant_session(config: CfgNode, options: FlowOptions, device_arg: str = "auto") -> Tuple[Dict[str, Any], int]:
+    """swin_quant_flow.py's job: :func:`run_flow` inside torch.distributed (under torchrun) with the run's log.
+
+    Returns the flow's result and this process's rank.
+
+    Raises:
+        onnx_tools.verify.ExportCheckError: the exported graph failed its check (the checkpoints are kept).
+    """
+    device, rank, world_size = init_distributed(device_arg)
+    try:
+        logger = create_logger("swin", rank=rank)
+        logger.info("%s: quantization flow on %s, %d process(es)", config.MODEL.NAME, device, world_size)
+        logger.info("quantizer placement (QUANT.DISABLED=%s):\n%s", list(config.QUANT.DISABLED),
+                    format_placement(config.QUANT.DISABLED))
+        return run_flow(config, options, device, rank, world_size, logger), rank
+    finally:
+        cleanup()

@@ -1,0 +1,120 @@
+"""Where the quantizers go: THE table of quantization sites, in one place.
+
+Each row names one kind of tensor in the model, the ModelOpt quantizer that
+sits on it (a wildcard over quantizer module names), whether it is on by
+default, and why. The rows follow where TensorRT fuses Q/DQ pairs into INT8
+kernels, as the original pytorch-quantization flow did:
+
+- both inputs of every Linear (activation per tensor, weight per output
+  channel): qkv, proj, fc1, fc2, PatchMerging's reduction and the head;
+- both inputs of the two attention matmuls, q·kᵀ and softmax(attn)·v
+  (the quantizer slots of ``models.swin_transformer.WindowAttention``);
+- the shortcut input of the two residual adds of every block, so the add
+  can run in INT8 fused into the producing GEMM.
+
+The patch-embedding conv stays in higher precision: with 3 input channels it
+is well under 1% of the FLOPs, so INT8 gains nothing there while the raw
+image is the input most sensitive to rounding.
+
+Swin-MLP (MODEL.TYPE swin_mlp) has no rows and is not quantized:
+swin_quant_flow.py refuses it with one sentence. Its token mixing is a
+grouped 1×1 convolution over the window's tokens, not attention, its blocks
+have no quantizer slots, and no Swin-MLP checkpoint is among the official
+Swin-T/S/B/L models this toolkit deploys; it exports and builds in FP32 and
+FP16 like Swin Transformer.
+
+Switch rows off with ``QUANT.DISABLED`` (a list of row names, or of groups:
+``"qkv"`` means ``qkv.input`` and ``qkv.weight``), e.g.
+``--opts QUANT.DISABLED "['head', 'attn_residual']"``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Sequence, Tuple
+
+from swin_trt.errors import UserError
+
+WEIGHT = "weight"
+ACTIVATION = "activation"
+
+
+@dataclass(frozen=True)
+class QuantSite:
+    """One row of the placement table.
+
+    Attributes:
+        name: row name, used by ``QUANT.DISABLED`` (``group.part`` or a single word).
+        quantizer: ModelOpt ``quantizer_name`` wildcard matching the TensorQuantizer modules of this site.
+        tensor: ``weight`` (per output channel in INT8) or ``activation`` (per tensor, calibrated).
+        enabled: on by default.
+        reason: why the site is there, or why it is off.
+    """
+
+    name: str
+    quantizer: str
+    tensor: str
+    enabled: bool
+    reason: str
+
+    @property
+    def group(self) -> str:
+        return self.name.split(".")[0]
+
+
+PLACEMENT: Tuple[QuantSite, ...] = (
+    QuantSite("patch_embed.input", "patch_embed.proj.input_quantizer", ACTIVATION, False,
+              "3-channel conv, <1% of FLOPs: INT8 buys nothing and the raw image is the most sensitive input"),
+    QuantSite("patch_embed.weight", "patch_embed.proj.weight_quantizer", WEIGHT, False,
+              "kept with its input in higher precision"),
+    QuantSite("qkv.input", "*attn.qkv.input_quantizer", ACTIVATION, True, "INT8 GEMM input"),
+    QuantSite("qkv.weight", "*attn.qkv.weight_quantizer", WEIGHT, True, "INT8 GEMM weight, per output channel"),
+    QuantSite("attn.q", "*attn.q_bmm_quantizer", ACTIVATION, True, "q (already scaled) into the INT8 q·kᵀ matmul"),
+    QuantSite("attn.k", "*attn.k_bmm_quantizer", ACTIVATION, True, "k into the INT8 q·kᵀ matmul"),
+    QuantSite("attn.softmax", "*attn.attn_bmm_quantizer", ACTIVATION, True, "attention weights into the INT8 attn·v matmul"),
+    QuantSite("attn.v", "*attn.v_bmm_quantizer", ACTIVATION, True, "v into the INT8 attn·v matmul"),
+    QuantSite("proj.input", "*attn.proj.input_quantizer", ACTIVATION, True, "INT8 GEMM input"),
+    QuantSite("proj.weight", "*attn.proj.weight_quantizer", WEIGHT, True, "INT8 GEMM weight, per output channel"),
+    QuantSite("attn_residual", "*attn_residual_quantizer", ACTIVATION, True,
+              "shortcut of the attention add: lets the add fuse into the proj GEMM"),
+    QuantSite("fc1.input", "*mlp.fc1.input_quantizer", ACTIVATION, True, "INT8 GEMM input"),
+    QuantSite("fc1.weight", "*mlp.fc1.weight_quantizer", WEIGHT, True, "INT8 GEMM weight, per output channel"),
+    QuantSite("fc2.input", "*mlp.fc2.input_quantizer", ACTIVATION, True, "INT8 GEMM input (after GELU)"),
+    QuantSite("fc2.weight", "*mlp.fc2.weight_quantizer", WEIGHT, True, "INT8 GEMM weight, per output channel"),
+    QuantSite("mlp_residual", "*mlp_residual_quantizer", ACTIVATION, True,
+              "shortcut of the MLP add: lets the add fuse into the fc2 GEMM"),
+    QuantSite("reduction.input", "*downsample.reduction.input_quantizer", ACTIVATION, True, "PatchMerging GEMM input"),
+    QuantSite("reduction.weight", "*downsample.reduction.weight_quantizer", WEIGHT, True,
+              "PatchMerging GEMM weight, per output channel"),
+    QuantSite("head.input", "head.input_quantizer", ACTIVATION, True, "classifier GEMM input"),
+    QuantSite("head.weight", "head.weight_quantizer", WEIGHT, True, "classifier GEMM weight, per output channel"),
+)
+
+
+def site_names(table: Sequence[QuantSite] = PLACEMENT) -> List[str]:
+    """Every row and group name ``QUANT.DISABLED`` accepts."""
+    names = [s.name for s in table]
+    return names + sorted({s.group for s in table} - set(names))
+
+
+def enabled_sites(disabled: Iterable[str] = (), table: Sequence[QuantSite] = PLACEMENT) -> List[QuantSite]:
+    """Rows that are on by default and not switched off by ``disabled`` (row or group names).
+
+    Raises:
+        UserError: a name in ``disabled`` is not a row or group of the table.
+    """
+    disabled = list(disabled)
+    known = set(site_names(table))
+    unknown = [d for d in disabled if d not in known]
+    if unknown:
+        raise UserError(f"QUANT.DISABLED names {', '.join(unknown)}, not rows of the placement table: "
+                        f"use some of {', '.join(site_names(table))} (see quant/placement.py).")
+    off = set(disabled)
+    return [s for s in table if s.enabled and s.name not in off and s.group not in off]
+
+
+def format_placement(disabled: Iterable[str] = (), table: Sequence[QuantSite] = PLACEMENT) -> str:
+    """The table as text, one row per site with its state, for logs and ``--show-placement``."""
+    on = {s.name for s in enabled_sites(disabled, table)}
+    width = max(len(s.name) for s in table)
+    return "\n".join(f"{s.name:<{width}}  {'on ' if s.name in on else 'off'}  {s.tensor:<10}  {s.quantizer:<40}  {s.reason}"
+                     for s in table)

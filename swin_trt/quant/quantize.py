@@ -1,0 +1,129 @@
+"""Wrap our Swin with ModelOpt fake quantizers, configured from the placement table.
+
+ModelOpt converts every ``nn.Linear`` (and conv, norm...) into its quantized
+twin with ``input_quantizer`` / ``weight_quantizer`` modules. It knows
+nothing of attention matmuls or residual adds, so :class:`QuantWindowAttention`
+and :class:`QuantSwinBlock` are registered for our ``WindowAttention`` and
+``SwinTransformerBlock``: during ``mtq.quantize`` they replace the
+``nn.Identity`` quantizer slots of those modules with ``TensorQuantizer``
+modules. The same registration makes ``mto.restore_from_modelopt_state``
+rebuild them when a quantized checkpoint is loaded.
+
+The ModelOpt config starts with every quantizer off and switches on exactly
+the rows of :data:`quant.placement.PLACEMENT` left on by ``QUANT.DISABLED``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Optional
+
+import modelopt.torch.quantization as mtq
+import torch.nn as nn
+from modelopt.torch.quantization.nn import QuantModule, QuantModuleRegistry, TensorQuantizer
+from yacs.config import CfgNode
+
+from swin_trt.errors import UserError
+from swin_trt.models.swin_transformer import SwinTransformerBlock, WindowAttention
+from swin_trt.quant.placement import WEIGHT, QuantSite, enabled_sites
+
+_LOG = logging.getLogger("swin")
+FORMATS = ("int8", "fp8")
+CALIB_METHODS = ("max", "histogram", "percentile")
+
+
+class QuantWindowAttention(QuantModule):
+    """ModelOpt's quantized twin of ``WindowAttention``: TensorQuantizers at both inputs of q·kᵀ and attn·v.
+
+    ModelOpt builds the class ``(QuantWindowAttention, WindowAttention)``, so
+    the forward pass is the original one, calling the slots.
+    """
+
+    def _setup(self) -> None:
+        self.q_bmm_quantizer = TensorQuantizer()
+        self.k_bmm_quantizer = TensorQuantizer()
+        self.attn_bmm_quantizer = TensorQuantizer()
+        self.v_bmm_quantizer = TensorQuantizer()
+
+
+class QuantSwinBlock(QuantModule):
+    """ModelOpt's quantized twin of ``SwinTransformerBlock``: TensorQuantizers on the shortcuts of both adds."""
+
+    def _setup(self) -> None:
+        self.attn_residual_quantizer = TensorQuantizer()
+        self.mlp_residual_quantizer = TensorQuantizer()
+
+
+def register_quant_modules() -> None:
+    """Tell ModelOpt how to quantize our attention and block (idempotent; needed before quantize and restore)."""
+    for original, quantized in ((WindowAttention, QuantWindowAttention), (SwinTransformerBlock, QuantSwinBlock)):
+        if original not in QuantModuleRegistry:
+            mtq.register(original_cls=original, quantized_cls=quantized)
+
+
+def check_quant_options(fmt: str, calib_method: str) -> None:
+    """Raise a :class:`UserError` for an unknown format or calibration method, or a pair that does not go together."""
+    if fmt not in FORMATS:
+        raise UserError(f"quantization format {fmt!r} is not known: use one of {', '.join(FORMATS)} (--format).")
+    if calib_method not in CALIB_METHODS:
+        raise UserError(f"calibration method {calib_method!r} is not known: "
+                        f"use one of {', '.join(CALIB_METHODS)} (--calib-method).")
+    if fmt == "fp8" and calib_method != "max":
+        raise UserError("FP8 is calibrated with max only (E4M3 keeps outliers without clipping): "
+                        f"pass --calib-method max, not {calib_method}.")
+
+
+def quantizer_attributes(site: QuantSite, fmt: str, calib_method: str) -> Dict[str, Any]:
+    """ModelOpt ``QuantizerAttributeConfig`` fields for one site.
+
+    INT8: weights per output channel (axis 0 of the (out, in) weight), activations
+    per tensor. FP8 (E4M3): per tensor for both, the only form ModelOpt exports
+    to ONNX. Weights are always calibrated with max; activations with a
+    histogram when ``calib_method`` is ``histogram`` or ``percentile``.
+    """
+    if fmt == "fp8":
+        attributes: Dict[str, Any] = {"num_bits": (4, 3), "axis": None}
+    else:
+        attributes = {"num_bits": 8, "axis": 0 if site.tensor == WEIGHT else None}
+    if site.tensor != WEIGHT and calib_method != "max":
+        attributes["calibrator"] = "histogram"
+    return attributes
+
+
+def build_quant_config(config: CfgNode) -> Dict[str, Any]:
+    """The ``mtq.quantize`` config for ``config.QUANT``: all quantizers off, then the enabled placement rows.
+
+    The algorithm is ModelOpt's ``max`` for max calibration; for histogram
+    methods it is None and :func:`quant.calibrate.calibrate` collects and
+    loads the ranges itself (ModelOpt's own histogram path fails on CPU).
+    """
+    q = config.QUANT
+    check_quant_options(q.FORMAT, q.CALIB_METHOD)
+    entries: List[Dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
+    for site in enabled_sites(q.DISABLED):
+        entries.append({"quantizer_name": site.quantizer, "cfg": quantizer_attributes(site, q.FORMAT, q.CALIB_METHOD)})
+    return {"quant_cfg": entries, "algorithm": "max" if q.CALIB_METHOD == "max" else None}
+
+
+def quantize_model(model: nn.Module, config: CfgNode,
+                   forward_loop: Optional[Callable[[nn.Module], None]] = None) -> nn.Module:
+    """Insert fake quantizers into ``model`` in place (and calibrate with max when ``forward_loop`` is given).
+
+    Args:
+        model: our SwinTransformer (or SwinMLP), not yet quantized.
+        config: supplies QUANT.FORMAT, QUANT.CALIB_METHOD and QUANT.DISABLED.
+        forward_loop: ``forward_loop(model)`` runs the calibration images; used by the max algorithm.
+    """
+    if is_quantized(model):
+        raise UserError("the model already holds quantizers: quantize a model with plain weights.")
+    register_quant_modules()
+    return mtq.quantize(model, build_quant_config(config), forward_loop)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True when ``model`` holds ModelOpt quantizers."""
+    return any(isinstance(m, TensorQuantizer) for m in model.modules())
+
+
+def enabled_quantizers(model: nn.Module) -> List[str]:
+    """Names of the TensorQuantizer modules that are switched on, in model order."""
+    return [name for name, m in model.named_modules() if isinstance(m, TensorQuantizer) and m.is_enabled]

@@ -1,0 +1,1 @@
+"""TensorRT: backends, builds, engines, precision plans, comparisons."""

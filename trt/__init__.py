@@ -1,1 +1,0 @@
-"""TensorRT side of the toolkit: build engines from ONNX, run them, evaluate, benchmark, inspect, compare."""

@@ -1,1 +1,0 @@
-"""Layer-by-layer comparisons of ONNX Runtime and TensorRT (polygraphy), with a tolerance report."""
