@@ -4,7 +4,8 @@
 
 1,797 8×8 greyscale digits (shipped inside scikit-learn, no download) become
 32×32 RGB PNGs in ``train/<digit>/`` and ``val/<digit>/`` (80/20, fixed seed);
-see swin_trt/data/digits.py.
+see swin_trt/data/digits.py. Rerunning it on a folder that already holds them
+does nothing; any other existing folder is refused.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def main() -> None:
         print(f"{args.output} exists; nothing to do")
         return
     counts = write_digits(args.output)
+    if counts["existing"]:
+        print(f"{args.output} already holds these {counts['train']} train and {counts['val']} val images; nothing to do")
+        return
     print(f"wrote {args.output}: {counts['train']} train and {counts['val']} val images, {counts['classes']} classes")
 
 

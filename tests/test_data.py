@@ -21,9 +21,20 @@ def test_make_digits_writes_fixed_split(digits_dir):
     assert not {p.name for p in train} & {p.name for p in val}, "an image is in both splits"
 
 
-def test_make_digits_refuses_to_overwrite(digits_dir):
-    proc = run_cmd(["make_digits.py", "--output", str(digits_dir)], check=False)
-    assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+def test_make_digits_keeps_a_folder_that_already_holds_them(digits_dir):
+    proc = run_cmd(["make_digits.py", "--output", str(digits_dir)])
+    assert "already holds these 1437 train and 360 val images" in proc.stdout
+
+
+def test_make_digits_refuses_to_overwrite_another_folder(digits_dir, tmp_path):
+    other = tmp_path / "digits"
+    shutil.copytree(digits_dir, other)
+    (other / "val" / "3" / "extra.png").write_bytes(next((other / "val" / "4").iterdir()).read_bytes())
+    before = sorted(p.name for p in (other / "val" / "3").iterdir())
+    proc = run_cmd(["make_digits.py", "--output", str(other)], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "already exists and is not the digits dataset this command writes (1 file(s) missing" in proc.stderr
+    assert sorted(p.name for p in (other / "val" / "3").iterdir()) == before, "the folder was changed"
 
 
 def test_val_loader_yields_normalised_batches(digits_dir):

@@ -3,7 +3,8 @@
 1,797 8×8 greyscale digits (shipped inside scikit-learn, no download) are
 upsampled to 32×32 RGB PNGs and split 80/20 with a fixed seed, stratified by
 class, into ``train/<digit>/`` and ``val/<digit>/``. The folder is written
-under a temporary name and renamed when complete.
+under a temporary name and renamed when complete; a folder that already holds
+exactly these images is left as it is, any other existing folder is refused.
 """
 from __future__ import annotations
 
@@ -21,13 +22,36 @@ VAL_FRACTION = 0.2
 SEED = 0
 
 
+def _differences(written: str, existing: str) -> int:
+    """How many images of ``written`` are missing from ``existing`` or differ in their pixels, plus extra files."""
+    def listing(root: str) -> set:
+        return {os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files}
+
+    mine, theirs = listing(written), listing(existing)
+    changed = 0
+    for name in mine & theirs:
+        try:
+            with Image.open(os.path.join(existing, name)) as im:
+                pixels = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError):
+            changed += 1
+            continue
+        with Image.open(os.path.join(written, name)) as im:
+            changed += not np.array_equal(pixels, np.asarray(im))
+    return changed + len(mine ^ theirs)
+
+
 def write_digits(output: str, size: int = SIZE, seed: int = SEED) -> dict:
-    """Write the dataset to ``output`` (replacing nothing: an existing folder is an error). Returns counts."""
+    """Write the dataset to ``output`` and return its counts (``existing``: the folder already held it).
+
+    Raises:
+        UserError: ``output`` exists and is not this dataset (nothing in it is replaced).
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if os.path.exists(output):
-        raise UserError(f"{output} already exists: remove it or choose another --output.")
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(f"{output} already exists and is not a folder: remove it or choose another --output.")
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
     digits = load_digits()
@@ -42,8 +66,15 @@ def write_digits(output: str, size: int = SIZE, seed: int = SEED) -> dict:
                 os.makedirs(folder, exist_ok=True)
                 im = Image.fromarray(images[i], mode="L").resize((size, size), Image.BICUBIC).convert("RGB")
                 im.save(os.path.join(folder, f"{i:04d}.png"))
-        os.replace(tmp, output)
+        existing = os.path.exists(output)
+        if existing:
+            differ = _differences(tmp, output)
+            if differ:
+                raise UserError(f"{output} already exists and is not the digits dataset this command writes "
+                                f"({differ} file(s) missing, extra or different): remove it or choose another --output.")
+        else:
+            os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
-    return {"train": len(idx_train), "val": len(idx_val), "classes": 10}
+    return {"train": len(idx_train), "val": len(idx_val), "classes": 10, "existing": existing}
