@@ -169,6 +169,19 @@ def test_qat_resumed_from_its_checkpoint_matches_an_uninterrupted_run(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(straight.state_dict().values(), start.state_dict().values()))
 
 
+def test_two_runs_of_the_flow_fine_tune_to_the_same_weights(trained_micro, tmp_path):
+    data = small_digits(trained_micro["data"], tmp_path / "data", 8, 2)
+    weights = []
+    for run in ("a", "b"):
+        run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]), "--quantize",
+                 "--data-path", str(data), "--num-finetune-epochs", "1", "--num-calib-batch", "1", "--skip-fp32-eval",
+                 "--output", str(tmp_path / run)])
+        weights.append(load_checkpoint_file(str(tmp_path / run / "swin_micro_digits_int8_qat.pth"))["model"])
+    assert weights[0].keys() == weights[1].keys()
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
+
+
 def test_ptq_and_qat_stay_close_to_fp32_on_digits(quant_flow):
     stages = quant_flow["stages"]
     fp32, ptq, qat = stages["fp32"]["acc1"], stages["ptq"]["acc1"], stages["qat"]["acc1"]

@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from timm.utils import random_seed
 from yacs.config import CfgNode
 
 from swin_trt import cli
@@ -210,6 +211,7 @@ def run_quant_session(config: CfgNode, options: FlowOptions, device_arg: str = "
     try:
         logger = create_logger("swin", rank=rank)
         logger.info("%s: quantization flow on %s, %d process(es)", config.MODEL.NAME, device, world_size)
+        random_seed(config.SEED, rank)  # QAT's shuffle and augmentation, as main.py's training
         logger.info("quantizer placement (QUANT.DISABLED=%s):\n%s", list(config.QUANT.DISABLED),
                     format_placement(config.QUANT.DISABLED))
         return run_flow(config, options, device, rank, world_size, logger), rank

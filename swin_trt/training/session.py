@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 from typing import Any, Dict, Tuple
 
-import numpy as np
 import torch
+from timm.utils import random_seed
 from yacs.config import CfgNode
 
 from swin_trt.checkpoint_file import load_checkpoint_file
@@ -47,12 +46,6 @@ def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
         raise UserError(f"no --data-path given: pass the folder that holds {' and '.join(s + '/' for s in splits)} "
                         "(e.g. datasets/digits).")
     require_dataset(config.DATA.DATA_PATH, splits)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def prepare_model(config: CfgNode, device: torch.device, compile_model: bool, world_size: int):
@@ -122,7 +115,7 @@ def run_session(config: CfgNode, device_arg: str = "auto", compile_model: bool =
         output_dir = os.path.join(config.OUTPUT, config.MODEL.NAME, config.TAG)
         os.makedirs(output_dir, exist_ok=True)
         logger = create_logger("swin", output_dir, rank)
-        seed_everything(config.SEED + rank)
+        random_seed(config.SEED, rank)
         if rank == 0:
             atomic_write_bytes(os.path.join(output_dir, "config.yaml"), config.dump().encode())
         logger.info("%s on %s, %d process(es)", config.MODEL.NAME, device, world_size)
