@@ -1,7 +1,7 @@
 """yacs configuration: defaults, per-model YAML files and command-line overrides.
 
 The layout follows the original Swin-Transformer repository (DATA, MODEL with
-SWIN and SWIN_MLP sub-nodes, TRAIN, AUG, TEST) and adds QUANT, ONNX and TRT
+SWIN, SWINV2 and SWIN_MLP sub-nodes, TRAIN, AUG, TEST) and adds QUANT, ONNX and TRT
 nodes for the deployment steps. A YAML under ``configs/`` holds only what
 differs from these defaults.
 """
@@ -37,7 +37,7 @@ _C.DATA.ON_BAD_IMAGE = "fail"  # unreadable image: fail (stop naming it) | skip 
 # Model
 # -----------------------------------------------------------------------------
 _C.MODEL = CN()
-_C.MODEL.TYPE = "swin"  # swin | swin_mlp
+_C.MODEL.TYPE = "swin"  # swin | swinv2 | swin_mlp
 _C.MODEL.NAME = "swin_tiny_patch4_window7_224"  # used in file names and logs
 _C.MODEL.PRETRAINED = ""  # checkpoint to fine-tune from (head re-initialised if its size differs)
 _C.MODEL.RESUME = ""  # checkpoint to evaluate or resume from
@@ -58,6 +58,19 @@ _C.MODEL.SWIN.QKV_BIAS = True  # bias in the qkv projection
 _C.MODEL.SWIN.QK_SCALE = None  # attention scale; None means head_dim ** -0.5
 _C.MODEL.SWIN.APE = False  # absolute position embedding
 _C.MODEL.SWIN.PATCH_NORM = True  # LayerNorm after patch embedding
+
+_C.MODEL.SWINV2 = CN()
+_C.MODEL.SWINV2.PATCH_SIZE = 4  # patch-embedding stride and kernel
+_C.MODEL.SWINV2.IN_CHANS = 3  # image channels
+_C.MODEL.SWINV2.EMBED_DIM = 96  # channels of the first stage
+_C.MODEL.SWINV2.DEPTHS = [2, 2, 6, 2]  # blocks per stage
+_C.MODEL.SWINV2.NUM_HEADS = [3, 6, 12, 24]  # attention heads per stage
+_C.MODEL.SWINV2.WINDOW_SIZE = 7  # tokens per window side (the last stages' windows shrink to their grid)
+_C.MODEL.SWINV2.MLP_RATIO = 4.0  # MLP hidden width / channels
+_C.MODEL.SWINV2.QKV_BIAS = True  # learnable q and v biases (k has none)
+_C.MODEL.SWINV2.APE = False  # absolute position embedding
+_C.MODEL.SWINV2.PATCH_NORM = True  # LayerNorm after patch embedding
+_C.MODEL.SWINV2.PRETRAINED_WINDOW_SIZES = [0, 0, 0, 0]  # per stage, the window of pre-training (0: the same window)
 
 _C.MODEL.SWIN_MLP = CN()
 _C.MODEL.SWIN_MLP.PATCH_SIZE = 4
@@ -141,8 +154,9 @@ _C.ONNX.DYNAMIC_BATCH = False  # symbolic batch dimension
 # Ops kept in FP32 by the FP16/BF16 conversion, of the FP16 graph and of every Q/DQ graph alike. The
 # original kept POW and REDUCE, the LayerNorm internals; from opset 17 LayerNormalization is one op
 # that computes its statistics in FP32 with FP16 input and output (stash_type), and Softmax subtracts
-# the row maximum before exp, so both run in FP16 (onnx_tools/fp16.py says why).
-_C.ONNX.FP16_KEEP_FP32_OPS = ["ReduceMean", "Pow"]
+# the row maximum before exp, so both run in FP16 (onnx_tools/fp16.py says why). ReduceL2 is Swin V2's
+# q and k normalisation: its sum of squares grows with the square of the activations (benchmarks/fp16_ranges.py).
+_C.ONNX.FP16_KEEP_FP32_OPS = ["ReduceMean", "Pow", "ReduceL2"]
 
 # -----------------------------------------------------------------------------
 # TensorRT
@@ -165,6 +179,21 @@ _C.PRINT_FREQ = 10  # training and QAT log loss, learning rate and images/s ever
 _C.SEED = 0  # random seed
 _C.EVAL_MODE = False  # evaluate only
 _C.LOCAL_RANK = 0  # accepted so that the original's YAML files load; unused (torchrun's LOCAL_RANK environment variable picks the GPU)
+
+
+# MODEL.TYPE -> the node under MODEL that holds that family's architecture
+MODEL_NODES = {"swin": "SWIN", "swinv2": "SWINV2", "swin_mlp": "SWIN_MLP"}
+
+
+def model_node(config: CN) -> CN:
+    """The architecture node of ``config.MODEL.TYPE``: ``MODEL.SWIN``, ``MODEL.SWINV2`` or ``MODEL.SWIN_MLP``.
+
+    Raises:
+        UserError: MODEL.TYPE names no known family.
+    """
+    if config.MODEL.TYPE not in MODEL_NODES:
+        raise UserError(f"MODEL.TYPE {config.MODEL.TYPE!r} is not known: use one of {', '.join(MODEL_NODES)}.")
+    return config.MODEL[MODEL_NODES[config.MODEL.TYPE]]
 
 
 def default_config() -> CN:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import onnx
 from yacs.config import CfgNode
 
+from swin_trt.config import model_node
 from swin_trt.data.transforms import EVAL_CROP_PCT
 from swin_trt.errors import UserError
 
@@ -25,8 +26,7 @@ KEY_PREFIX = "swin_trt."
 
 def config_input_shape(config: CfgNode) -> Tuple[int, int, int]:
     """(C, H, W) of the images the config's model takes."""
-    node = config.MODEL.SWIN_MLP if config.MODEL.TYPE == "swin_mlp" else config.MODEL.SWIN
-    return node.IN_CHANS, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE
+    return model_node(config).IN_CHANS, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +84,7 @@ class Preprocessing:
         config = base.clone()
         config.defrost()
         config.MODEL.NAME, config.MODEL.NUM_CLASSES = self.model, self.num_classes
-        node = config.MODEL.SWIN_MLP if config.MODEL.TYPE == "swin_mlp" else config.MODEL.SWIN
-        node.IN_CHANS, config.DATA.IMG_SIZE = self.input_size[0], self.input_size[1]
+        model_node(config).IN_CHANS, config.DATA.IMG_SIZE = self.input_size[0], self.input_size[1]
         config.DATA.MEAN, config.DATA.STD = list(self.mean), list(self.std)
         config.DATA.INTERPOLATION, config.TEST.CROP = self.interpolation, self.crop_pct < 1.0
         config.freeze()

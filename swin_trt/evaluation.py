@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from swin_trt.distributed import all_reduce_sum, rank
 from swin_trt.logs import progress
+from swin_trt.models.constants import frozen_constants
 from swin_trt.tables import metrics_dict
 
 
@@ -73,7 +74,10 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
                    desc: str = "eval", over_ranks: bool = False) -> Dict[str, float]:
-    """Accuracy of a PyTorch model; AMP (FP16 autocast) only on CUDA; ``over_ranks`` as in :func:`evaluate`."""
+    """Accuracy of a PyTorch model; AMP (FP16 autocast) only on CUDA; ``over_ranks`` as in :func:`evaluate`.
+
+    Weight-only functions (Swin V2's logit scale and position bias) are computed once for the whole loop.
+    """
     model.eval()
     use_amp = amp and device.type == "cuda"
 
@@ -82,4 +86,5 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, a
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
             return model(images)
 
-    return evaluate(predict, loader, desc, over_ranks)
+    with frozen_constants(model):
+        return evaluate(predict, loader, desc, over_ranks)

@@ -6,35 +6,30 @@ import logging
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from swin_trt.errors import UserError
+from swin_trt.config import model_node
 
 _LOG = logging.getLogger("swin")
 
 
 def build_model(config: CfgNode) -> nn.Module:
-    """The model that ``config.MODEL.TYPE`` names, with random weights."""
-    model_type = config.MODEL.TYPE
-    if model_type == "swin":
+    """The model that ``config.MODEL.TYPE`` names (``swin``, ``swinv2``, ``swin_mlp``), with random weights."""
+    s = model_node(config)  # one sentence for an unknown MODEL.TYPE
+    common = dict(img_size=config.DATA.IMG_SIZE, patch_size=s.PATCH_SIZE, in_chans=s.IN_CHANS,
+                  num_classes=config.MODEL.NUM_CLASSES, embed_dim=s.EMBED_DIM, depths=tuple(s.DEPTHS),
+                  num_heads=tuple(s.NUM_HEADS), window_size=s.WINDOW_SIZE, mlp_ratio=s.MLP_RATIO,
+                  drop_rate=config.MODEL.DROP_RATE, drop_path_rate=config.MODEL.DROP_PATH_RATE, ape=s.APE,
+                  patch_norm=s.PATCH_NORM)
+    if config.MODEL.TYPE == "swin":
         from swin_trt.models.swin_transformer import SwinTransformer
 
-        s = config.MODEL.SWIN
-        return SwinTransformer(
-            img_size=config.DATA.IMG_SIZE, patch_size=s.PATCH_SIZE, in_chans=s.IN_CHANS,
-            num_classes=config.MODEL.NUM_CLASSES, embed_dim=s.EMBED_DIM, depths=tuple(s.DEPTHS),
-            num_heads=tuple(s.NUM_HEADS), window_size=s.WINDOW_SIZE, mlp_ratio=s.MLP_RATIO, qkv_bias=s.QKV_BIAS,
-            qk_scale=s.QK_SCALE, drop_rate=config.MODEL.DROP_RATE, drop_path_rate=config.MODEL.DROP_PATH_RATE,
-            ape=s.APE, patch_norm=s.PATCH_NORM)
-    if model_type == "swin_mlp":
-        from swin_trt.models.swin_mlp import SwinMLP
+        return SwinTransformer(qkv_bias=s.QKV_BIAS, qk_scale=s.QK_SCALE, **common)
+    if config.MODEL.TYPE == "swinv2":
+        from swin_trt.models.swin_transformer_v2 import SwinTransformerV2
 
-        s = config.MODEL.SWIN_MLP
-        return SwinMLP(
-            img_size=config.DATA.IMG_SIZE, patch_size=s.PATCH_SIZE, in_chans=s.IN_CHANS,
-            num_classes=config.MODEL.NUM_CLASSES, embed_dim=s.EMBED_DIM, depths=tuple(s.DEPTHS),
-            num_heads=tuple(s.NUM_HEADS), window_size=s.WINDOW_SIZE, mlp_ratio=s.MLP_RATIO,
-            drop_rate=config.MODEL.DROP_RATE, drop_path_rate=config.MODEL.DROP_PATH_RATE, ape=s.APE,
-            patch_norm=s.PATCH_NORM)
-    raise UserError(f"MODEL.TYPE {model_type!r} is not known: use 'swin' or 'swin_mlp'.")
+        return SwinTransformerV2(qkv_bias=s.QKV_BIAS, pretrained_window_sizes=tuple(s.PRETRAINED_WINDOW_SIZES), **common)
+    from swin_trt.models.swin_mlp import SwinMLP
+
+    return SwinMLP(**common)
 
 
 def model_with_weights(config: CfgNode, resume: str, what: str = "exporting") -> nn.Module:

@@ -1,9 +1,9 @@
 """The one place that knows checkpoint formats.
 
-Accepted: the official Swin releases (``{"model": state_dict}`` with the
-original key names, with or without the ``relative_position_index`` and
-``attn_mask`` buffers), our own training checkpoints (same layout plus
-optimizer state), DDP-wrapped state dicts (``module.`` prefix), plain state
+Accepted: the official Swin and Swin V2 releases (``{"model": state_dict}``
+with the original key names, with or without the ``relative_position_index``,
+``relative_coords_table`` and ``attn_mask`` buffers), our own training
+checkpoints (same layout plus optimizer state), DDP-wrapped state dicts (``module.`` prefix), plain state
 dicts, and timm's layout (downsample at the start of the next stage,
 ``head.fc``). Every rename and drop is listed in :func:`checkpoint_filter`.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,19 @@ _LOG = logging.getLogger("swin")
 # buffers the original saved; ours are rebuilt from the config
 _DERIVED = re.compile(r"(relative_position_index|relative_coords_table|attn_mask)$")
 HEAD_KEYS = ("head.weight", "head.bias")
+# the family a state dict belongs to, told by a key only that family has (MODEL.TYPE, words for messages, marker)
+FAMILIES = (("swinv2", "Swin V2", re.compile(r"\.(cpb_mlp|logit_scale)")),
+            ("swin", "Swin V1", re.compile(r"\.relative_position_bias_table$")),
+            ("swin_mlp", "Swin-MLP", re.compile(r"\.spatial_mlp\.")))
+
+
+def model_family(keys: Iterable[str]) -> Optional[Tuple[str, str]]:
+    """(MODEL.TYPE, name) of the Swin family whose keys these are, or None when no family's marker key is among them."""
+    keys = list(keys)
+    for model_type, name, marker in FAMILIES:
+        if any(marker.search(k) for k in keys):
+            return model_type, name
+    return None
 
 
 def unwrap_state_dict(checkpoint: Dict) -> Dict[str, torch.Tensor]:
@@ -94,6 +107,10 @@ def load_weights(model: nn.Module, path: str, new_head: bool = False, what: str 
         for k in HEAD_KEYS:
             state_dict.setdefault(k, model_sd[k]) if k in model_sd else None
     missing, unexpected, shape = _mismatches(model_sd, state_dict)
+    ours, theirs = model_family(model_sd), model_family(state_dict)
+    if (missing or unexpected) and ours and theirs and ours != theirs:
+        raise UserError(f"{what} {path} holds a {theirs[1]} model but the config builds a {ours[1]} model: pass a "
+                        f"config with MODEL.TYPE {theirs[0]} (as the checkpoint was trained with).")
     if missing or unexpected or shape:
         details = "; ".join(filter(None, [
             f"shape mismatch: {', '.join(shape[:3])}" if shape else "",

@@ -205,8 +205,27 @@ class SwinTransformerBlock(nn.Module):
         return self.mlp_residual_quantizer(x) + self.drop_path(self.mlp(self.norm2(x)))  # B, H*W, C
 
 
+def merge_patches(x: torch.Tensor, resolution: Tuple[int, int], channels: int) -> torch.Tensor:
+    """Concatenate each 2×2 neighbourhood of tokens, in the channel order of the original's ``cat([x0, x1, x2, x3])``.
+
+    Args:
+        x: tokens with shape (B, H*W, C).
+        resolution: (H, W), even sides, static for the config.
+        channels: C.
+
+    Returns:
+        tokens with shape (B, H/2*W/2, 4C).
+    """
+    H, W = resolution
+    C = channels
+    # row offset varies fastest in the original's channel order
+    x = x.reshape(-1, H // 2, 2, W // 2, 2, C)  # B, H/2, dh, W/2, dw, C
+    x = x.permute(0, 1, 3, 4, 2, 5)  # B, H/2, W/2, dw, dh, C
+    return x.reshape(-1, (H // 2) * (W // 2), 4 * C)  # B, H/2*W/2, 4C
+
+
 class PatchMerging(nn.Module):
-    """Concatenate each 2×2 neighbourhood and project 4C → 2C, halving the grid.
+    """Concatenate each 2×2 neighbourhood, normalise and project 4C → 2C, halving the grid.
 
     Args:
         input_resolution: token grid (H, W) before merging.
@@ -224,13 +243,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H*W, C) → (B, H/2*W/2, 2C)."""
-        H, W = self.input_resolution
-        C = self.dim
-        # channel order of the original's cat([x0, x1, x2, x3]): row offset varies fastest
-        x = x.reshape(-1, H // 2, 2, W // 2, 2, C)  # B, H/2, dh, W/2, dw, C
-        x = x.permute(0, 1, 3, 4, 2, 5)  # B, H/2, W/2, dw, dh, C
-        x = x.reshape(-1, (H // 2) * (W // 2), 4 * C)  # B, H/2*W/2, 4C
-        return self.reduction(self.norm(x))
+        return self.reduction(self.norm(merge_patches(x, self.input_resolution, self.dim)))
 
 
 class BasicLayer(nn.Module):
@@ -277,16 +290,19 @@ class PatchEmbed(nn.Module):
 
 # make_block(stage, dim, resolution, shift_size, drop_path) -> one block of that stage
 BlockFactory = Callable[[int, int, Tuple[int, int], int, float], nn.Module]
+# make_merging(resolution, dim, norm_layer) -> the PatchMerging at the end of a stage
+MergingFactory = Callable[[Tuple[int, int], int, type], nn.Module]
 
 
 class SwinClassifier(nn.Module):
-    """What Swin Transformer and Swin-MLP share: patch embedding, the stages, the final norm, pooling and the head.
+    """What Swin Transformer (V1, V2) and Swin-MLP share: patch embedding, the stages, the final norm, pooling, the head.
 
     Module names follow the original repository (``patch_embed``, ``absolute_pos_embed``, ``layers.{i}.blocks.{j}``,
     ``layers.{i}.downsample``, ``norm``, ``head``), so its checkpoints load.
 
     Args:
-        make_block: builds one block of a stage (the only thing the two families do differently).
+        make_block: builds one block of a stage (what the families do differently).
+        make_merging: builds the PatchMerging between stages (Swin V2 normalises after the reduction).
         img_size, patch_size, in_chans: the input and its patches.
         num_classes: classifier outputs (0 for features only).
         embed_dim: channels of the first stage (doubled by every PatchMerging).
@@ -301,7 +317,8 @@ class SwinClassifier(nn.Module):
     def __init__(self, make_block: BlockFactory, img_size: int = 224, patch_size: int = 4, in_chans: int = 3,
                  num_classes: int = 1000, embed_dim: int = 96, depths: Tuple[int, ...] = (2, 2, 6, 2),
                  window_size: int = 7, drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 norm_layer: type = nn.LayerNorm, ape: bool = False, patch_norm: bool = True) -> None:
+                 norm_layer: type = nn.LayerNorm, ape: bool = False, patch_norm: bool = True,
+                 make_merging: MergingFactory = PatchMerging) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.num_layers = len(depths)
@@ -317,14 +334,15 @@ class SwinClassifier(nn.Module):
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
             trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(p=drop_rate)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]  # stochastic depth, linear over blocks
+        n_blocks = sum(depths)  # stochastic depth, linear over blocks (plain floats: builds on the meta device too)
+        dpr = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             dim = int(embed_dim * 2 ** i)
             resolution = (grid[0] // 2 ** i, grid[1] // 2 ** i)
             blocks = [make_block(i, dim, resolution, 0 if j % 2 == 0 else window_size // 2, dpr[sum(depths[:i]) + j])
                       for j in range(depth)]
-            downsample = PatchMerging(resolution, dim=dim, norm_layer=norm_layer) if i < self.num_layers - 1 else None
+            downsample = make_merging(resolution, dim, norm_layer) if i < self.num_layers - 1 else None
             self.layers.append(BasicLayer(blocks, downsample))
         self.norm = norm_layer(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

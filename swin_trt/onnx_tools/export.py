@@ -23,6 +23,7 @@ from yacs.config import CfgNode
 from swin_trt.contract import Preprocessing, write_onnx_contract
 from swin_trt.errors import UserError
 from swin_trt.files import atomic_path, require_parent_dir
+from swin_trt.models.constants import frozen_constants
 from swin_trt.onnx_tools.graph import io_dims, lean_graph, op_histogram, shape_op_count
 
 _LOG = logging.getLogger("swin")
@@ -52,7 +53,8 @@ def export_onnx(model: nn.Module, path: str, img_size: int, batch_size: int = 1,
     model = model.eval().float().cpu()
     example = torch.randn(batch_size, in_chans, img_size, img_size)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    with atomic_path(path) as tmp, torch.no_grad():
+    # weight-only functions (Swin V2's logit scale and MLP position bias) are traced as constants
+    with atomic_path(path) as tmp, torch.no_grad(), frozen_constants(model):
         torch.onnx.export(model, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
         graph = onnx.load(tmp)
