@@ -35,7 +35,7 @@ from swin_trt.files import write_json
 from swin_trt.onnx_tools.export import PRECISIONS
 from swin_trt.onnx_tools.verify import ExportCheckError
 from swin_trt.quant.flow import FlowOptions, check_inputs, make_config, run_quant_session
-from swin_trt.quant.placement import format_placement
+from swin_trt.quant.placement import format_placement, placement_table
 from swin_trt.quant.quantize import CALIB_METHODS, FORMATS
 from swin_trt.tables import format_table
 
@@ -72,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     config = make_config(args)
     if args.show_placement:
-        print(format_placement(config.QUANT.DISABLED))
+        print(format_placement(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE)))
         return 0
     check_inputs(args, config)
     options = FlowOptions(args.quantize, args.output, args.skip_fp32_eval, args.check_onnx)

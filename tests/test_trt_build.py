@@ -113,7 +113,7 @@ def test_fp16_mode_converts_an_fp32_graph_and_keeps_the_listed_ops_in_fp32(micro
     from swin_trt.trt.network_plan import precision_plan
 
     meta = json.loads(open(metadata_path(str(micro_engines["fp16"]))).read())
-    assert meta["converted_to_fp16"] is True and meta["fp16_keep_fp32_ops"] == ["ReduceMean", "Pow"]
+    assert meta["converted_to_fp16"] is True and meta["fp16_keep_fp32_ops"] == ["ReduceMean", "Pow", "ReduceL2"]
     converted = onnx.load(str(micro_engines["fp16_onnx"]))
     assert graph_precision(converted).has_fp16
     plan = precision_plan(str(micro_engines["fp16_onnx"]), trt_rtx_backend)

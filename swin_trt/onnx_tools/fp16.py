@@ -14,6 +14,14 @@ TensorRT 10's ONNX parser turns it into the layer's compute precision). Softmax
 runs in FP16: every implementation subtracts the row maximum before ``exp``,
 so it cannot overflow, and its output lies in [0, 1].
 
+Swin V2 normalises q and k with a ReduceL2 (``models.swin_transformer_v2.l2_normalize``).
+TensorRT's parser builds it as x·x, a sum and a square root: in FP16 a single
+element above 256 overflows its square, and a head of 32 channels overflows
+the sum from an average magnitude of 45, while the root itself would fit. So
+ReduceL2 stays FP32 and what follows it (the Clip at 1e-12 and the Div, whose
+result lies in [-1, 1]) runs in FP16; ``benchmarks/fp16_ranges.py`` measures
+each op's largest value and accumulator on the FP32 graph.
+
 AutoCast's ``convert_to_f16`` is used rather than ``convert_to_mixed_precision``:
 the latter picks FP32 nodes from reference runs on random data, the former
 from an explicit op list, which is reproducible and does not run the model.

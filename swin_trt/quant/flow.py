@@ -26,7 +26,7 @@ from swin_trt.quant.calibrate import amax_digests_over_ranks, build_calib_loader
 from swin_trt.quant.checkpoint import is_quant_checkpoint, load_quant_checkpoint, save_quant_checkpoint
 from swin_trt.quant.export import default_paths, export_quantized
 from swin_trt.quant.finetune import QATFineTuner
-from swin_trt.quant.placement import format_placement
+from swin_trt.quant.placement import format_placement, placement_table
 from swin_trt.quant.quantize import check_quant_options
 from swin_trt.validation import check_args, check_config, require_checkpoint, require_dataset, require_modelopt_onnx
 
@@ -55,10 +55,7 @@ def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
     if not config.DATA.DATA_PATH:
         raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
     require_dataset(config.DATA.DATA_PATH, ["train", "val"])
-    if config.MODEL.TYPE != "swin":
-        raise UserError(f"MODEL.TYPE {config.MODEL.TYPE} is not quantized here: the placement table "
-                        "(swin_trt/quant/placement.py) is Swin Transformer's, and Swin-MLP has no official checkpoint "
-                        "in this toolkit's scope; export it with export.py --precision fp16 instead.")
+    placement_table(config.MODEL.TYPE)
     check_precision(config.QUANT.HIGH_PRECISION)
     if config.QUANT.HIGH_PRECISION != "fp32":  # found at export, it would cost the whole calibration and QAT
         require_modelopt_onnx(f"the {config.QUANT.HIGH_PRECISION.upper()}-based Q/DQ export (ModelOpt AutoCast)")
@@ -213,7 +210,7 @@ def run_quant_session(config: CfgNode, options: FlowOptions, device_arg: str = "
         logger.info("%s: quantization flow on %s, %d process(es)", config.MODEL.NAME, device, world_size)
         random_seed(config.SEED, rank)  # QAT's shuffle and augmentation, as main.py's training
         logger.info("quantizer placement (QUANT.DISABLED=%s):\n%s", list(config.QUANT.DISABLED),
-                    format_placement(config.QUANT.DISABLED))
+                    format_placement(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE)))
         return run_flow(config, options, device, rank, world_size, logger), rank
     finally:
         cleanup()

@@ -16,6 +16,12 @@ The patch-embedding conv stays in higher precision: with 3 input channels it
 is well under 1% of the FLOPs, so INT8 gains nothing there while the raw
 image is the input most sensitive to rounding.
 
+Swin V2 (MODEL.TYPE swinv2) has the same sites under the same module names,
+with the differences of its block (:data:`PLACEMENT_V2`): q and k are
+quantized after their L2 normalisation (values in [-1, 1], the logit scale
+applied after the matmul), and the residual adds follow a LayerNorm, not a
+GEMM (post-norm): their rows stay on for another reason (see ``_v2_rows``).
+
 Swin-MLP (MODEL.TYPE swin_mlp) has no rows and is not quantized:
 swin_quant_flow.py refuses it with one sentence. Its token mixing is a
 grouped 1×1 convolution over the window's tokens, not attention, its blocks
@@ -29,7 +35,7 @@ Switch rows off with ``QUANT.DISABLED`` (a list of row names, or of groups:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, List, Sequence, Tuple
 
 from swin_trt.errors import UserError
@@ -88,6 +94,42 @@ PLACEMENT: Tuple[QuantSite, ...] = (
     QuantSite("head.input", "head.input_quantizer", ACTIVATION, True, "classifier GEMM input"),
     QuantSite("head.weight", "head.weight_quantizer", WEIGHT, True, "classifier GEMM weight, per output channel"),
 )
+
+
+def _v2_rows() -> Tuple[QuantSite, ...]:
+    """Swin V2's table: V1's rows with what its cosine attention and post-norm blocks change.
+
+    Its residual adds follow a LayerNorm, so no GEMM epilogue takes them; the rows pay all the same, because the
+    shortcut is the very tensor the next qkv (or fc1) GEMM quantizes: with the row on, the plan keeps it in INT8
+    only. Measured on the V2-T plan (benchmarks/precision_plans.py): INT8 stores 0.864x the FP16 bytes with them,
+    0.877x without.
+    """
+    changes = {
+        "attn.q": "q/‖q‖ (values in [-1, 1]) into the INT8 q·kᵀ matmul; the logit scale comes after it",
+        "attn.k": "k/‖k‖ (values in [-1, 1]) into the INT8 q·kᵀ matmul",
+        "attn_residual": "shortcut of the attention add, also qkv's input: kept in INT8 only (post-norm: the add "
+                         "follows norm1, not a GEMM)",
+        "mlp_residual": "shortcut of the MLP add, also fc1's input: kept in INT8 only (post-norm: the add follows "
+                        "norm2, not a GEMM)",
+    }
+    return tuple(replace(site, reason=changes[site.name]) if site.name in changes else site for site in PLACEMENT)
+
+
+PLACEMENT_V2: Tuple[QuantSite, ...] = _v2_rows()
+TABLES = {"swin": PLACEMENT, "swinv2": PLACEMENT_V2}
+
+
+def placement_table(model_type: str) -> Tuple[QuantSite, ...]:
+    """The placement table of a model family (``MODEL.TYPE``).
+
+    Raises:
+        UserError: the family is not quantized here (Swin-MLP).
+    """
+    if model_type not in TABLES:
+        raise UserError(f"MODEL.TYPE {model_type} is not quantized here: the placement tables "
+                        f"(swin_trt/quant/placement.py) are for {' and '.join(TABLES)}, and Swin-MLP has no official "
+                        "checkpoint in this toolkit's scope; export it with export.py --precision fp16 instead.")
+    return TABLES[model_type]
 
 
 def site_names(table: Sequence[QuantSite] = PLACEMENT) -> List[str]:

@@ -3,9 +3,9 @@
 ModelOpt converts every ``nn.Linear`` (and conv, norm...) into its quantized
 twin with ``input_quantizer`` / ``weight_quantizer`` modules. It knows
 nothing of attention matmuls or residual adds, so :class:`QuantWindowAttention`
-and :class:`QuantSwinBlock` are registered for our ``WindowAttention`` and
-``SwinTransformerBlock``: during ``mtq.quantize`` they replace the
-``nn.Identity`` quantizer slots of those modules with ``TensorQuantizer``
+and :class:`QuantSwinBlock` are registered for our attentions and blocks (Swin
+V1's and V2's, which have the same slots): during ``mtq.quantize`` they replace
+the ``nn.Identity`` quantizer slots of those modules with ``TensorQuantizer``
 modules. The same registration makes ``mto.restore_from_modelopt_state``
 rebuild them when a quantized checkpoint is loaded.
 
@@ -24,7 +24,8 @@ from yacs.config import CfgNode
 
 from swin_trt.errors import UserError
 from swin_trt.models.swin_transformer import SwinTransformerBlock, WindowAttention
-from swin_trt.quant.placement import WEIGHT, QuantSite, enabled_sites
+from swin_trt.models.swin_transformer_v2 import SwinTransformerV2Block, WindowAttentionV2
+from swin_trt.quant.placement import WEIGHT, QuantSite, enabled_sites, placement_table
 
 _LOG = logging.getLogger("swin")
 FORMATS = ("int8", "fp8")
@@ -32,7 +33,7 @@ CALIB_METHODS = ("max", "histogram", "percentile")
 
 
 class QuantWindowAttention(QuantModule):
-    """ModelOpt's quantized twin of ``WindowAttention``: TensorQuantizers at both inputs of q·kᵀ and attn·v.
+    """ModelOpt's quantized twin of ``WindowAttention`` (and V2's): TensorQuantizers at both inputs of q·kᵀ and attn·v.
 
     ModelOpt builds the class ``(QuantWindowAttention, WindowAttention)``, so
     the forward pass is the original one, calling the slots.
@@ -46,7 +47,7 @@ class QuantWindowAttention(QuantModule):
 
 
 class QuantSwinBlock(QuantModule):
-    """ModelOpt's quantized twin of ``SwinTransformerBlock``: TensorQuantizers on the shortcuts of both adds."""
+    """ModelOpt's quantized twin of ``SwinTransformerBlock`` (and V2's): TensorQuantizers on the shortcuts of both adds."""
 
     def _setup(self) -> None:
         self.attn_residual_quantizer = TensorQuantizer()
@@ -55,7 +56,8 @@ class QuantSwinBlock(QuantModule):
 
 def register_quant_modules() -> None:
     """Tell ModelOpt how to quantize our attention and block (idempotent; needed before quantize and restore)."""
-    for original, quantized in ((WindowAttention, QuantWindowAttention), (SwinTransformerBlock, QuantSwinBlock)):
+    for original, quantized in ((WindowAttention, QuantWindowAttention), (SwinTransformerBlock, QuantSwinBlock),
+                                (WindowAttentionV2, QuantWindowAttention), (SwinTransformerV2Block, QuantSwinBlock)):
         if original not in QuantModuleRegistry:
             mtq.register(original_cls=original, quantized_cls=quantized)
 
@@ -99,7 +101,7 @@ def build_quant_config(config: CfgNode) -> Dict[str, Any]:
     q = config.QUANT
     check_quant_options(q.FORMAT, q.CALIB_METHOD)
     entries: List[Dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
-    for site in enabled_sites(q.DISABLED):
+    for site in enabled_sites(q.DISABLED, placement_table(config.MODEL.TYPE)):
         entries.append({"quantizer_name": site.quantizer, "cfg": quantizer_attributes(site, q.FORMAT, q.CALIB_METHOD)})
     return {"quant_cfg": entries, "algorithm": "max" if q.CALIB_METHOD == "max" else None}
 
@@ -109,7 +111,7 @@ def quantize_model(model: nn.Module, config: CfgNode,
     """Insert fake quantizers into ``model`` in place (and calibrate with max when ``forward_loop`` is given).
 
     Args:
-        model: our SwinTransformer (or SwinMLP), not yet quantized.
+        model: our SwinTransformer or SwinTransformerV2, not yet quantized.
         config: supplies QUANT.FORMAT, QUANT.CALIB_METHOD and QUANT.DISABLED.
         forward_loop: ``forward_loop(model)`` runs the calibration images; used by the max algorithm.
     """
