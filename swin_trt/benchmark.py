@@ -242,7 +242,7 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
                 if why_not and precision not in ("fp32", "fp16"):
                     _LOG.info("%s %s: not measured (%s)", LABELS[backend], precision, why_not)
                     continue
-                timed = None
+                timed, means_nothing_here = None, why_not is not None
                 if why_not is None:
                     try:
                         timed = _timed(backend, precision, engine_file, model, config, dev, onnx_files, tmp,
@@ -251,8 +251,9 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
                         why_not = str(err)
                 column = row_label(backend, precision, timed.provider if timed else None)
                 row = {"column": column, "backend": backend, "precision": precision}
-                if timed is None:
-                    _LOG.warning("%s: not measured: %s", column, why_not)
+                if timed is None:  # a row that means nothing here is expected; one that cannot run is a warning
+                    _LOG.log(logging.INFO if means_nothing_here else logging.WARNING, "%s: not measured: %s", column,
+                             why_not)
                     results.append(dict(row, batch=None, note="not measured", reason=why_not))
                     continue
                 row["device"] = torch.cuda.get_device_name(timed.device) if timed.device.type == "cuda" else cpu_name

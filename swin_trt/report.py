@@ -211,7 +211,8 @@ def plot_points(rows: List[Dict], bench: Optional[Dict]) -> List[Point]:
         if benchmarked is not None:
             points.append(Point(label, benchmarked[0], r["acc1"], r["backend"], r["precision"]))
         elif r.get("images_per_s"):
-            points.append(Point(label + " (eval loop)", r["images_per_s"], r["acc1"], r["backend"], r["precision"]))
+            points.append(Point(label + " (eval loop)", r["images_per_s"], r["acc1"], r["backend"], r["precision"],
+                                eval_loop=True))
     return points
 
 

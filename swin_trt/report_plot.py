@@ -33,13 +33,15 @@ _SPOTS = _spots()
 
 @dataclasses.dataclass
 class Point:
-    """One point: its label, images/s, Acc@1 and the keys of its colour (backend) and marker (precision)."""
+    """One point: its label, images/s, Acc@1, the keys of its colour (backend) and marker (precision), and whether its
+    speed is the evaluation loop's (no benchmark row for it)."""
 
     label: str
     images_per_s: float
     acc1: float
     backend: str = ""
     precision: str = ""
+    eval_loop: bool = False
 
 
 def _plain_number(value: float) -> str:
@@ -139,7 +141,9 @@ def accuracy_speed_figure(points: Sequence[Point], reference: Optional[float], t
     ax.xaxis.set_major_locator(FixedLocator(_log_ticks(*ax.get_xlim())))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _plain_number(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("images/s (best batch of the benchmark; the eval loop's where marked)", fontsize=9)
+    marked = any(p.eval_loop for p in points)
+    ax.set_xlabel("images/s (best batch of the benchmark" + ("; the eval loop's where marked)" if marked else ")"),
+                  fontsize=9)
     low, high = _y_limits(ys or [0.0])
     ax.set_ylim(low, high)
     if reference is not None:
