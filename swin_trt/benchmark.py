@@ -145,12 +145,18 @@ def ort_runner(path: str) -> Tuple[Runner, str, torch.device, torch.dtype]:
 
     predictor = OrtPredictor(path)
     provider = ort_provider(predictor.providers)
-    device = torch.device("cuda", torch.cuda.current_device()) if provider == "CUDA" else torch.device("cpu")
-    dtype = torch.from_numpy(np.zeros(0, predictor.input_dtype)).dtype
     session, binding = predictor.session, predictor.session.io_binding()
+    if provider == "CUDA":
+        options = session.get_provider_options().get("CUDAExecutionProvider", {})
+        device = torch.device("cuda", int(options.get("device_id", 0)))
+    else:
+        device = torch.device("cpu")
+    dtype = torch.from_numpy(np.zeros(0, predictor.input_dtype)).dtype
 
     def run(images: torch.Tensor):
         images = images.contiguous()
+        if device.type == "cuda":  # ONNX Runtime reads on its own stream: torch's writes must be done
+            torch.cuda.current_stream(device).synchronize()
         binding.bind_input(predictor.input_name, device.type, device.index or 0, predictor.input_dtype,
                            list(images.shape), images.data_ptr())
         binding.bind_output(predictor.output_name, device.type, device.index or 0)
