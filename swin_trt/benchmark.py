@@ -1,13 +1,13 @@
 """Throughput of a model in every backend: PyTorch eager and compiled, ONNX Runtime, TensorRT engines; a cell per batch size."""
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import logging
 import os
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from swin_trt.errors import UserError
@@ -26,7 +26,40 @@ BACKENDS = ("trt", "ort", "eager", "compile")
 LABELS = {"trt": "TensorRT", "ort": "ONNX Runtime", "eager": "PyTorch eager", "compile": "torch.compile"}
 
 
+PYTORCH_BACKENDS = ("eager", "compile")
+
+
 Runner = Callable[[torch.Tensor], Any]
+
+
+def pipeline_backends(cuda_available: bool, tensorrt_runtime: bool) -> List[str]:
+    """The backends the pipeline's benchmark step measures on this machine.
+
+    PyTorch eager and ONNX Runtime (with its best provider: :func:`onnx_tools.runtime.default_providers`) always;
+    ``torch.compile`` on a GPU only: on a CPU, inductor's C++ compile of every batch size costs more than the rest of
+    the default run (``trt/benchmark.py --backends compile`` measures it when wanted); TensorRT where a runtime can
+    run engines.
+    """
+    return ["eager"] + (["compile"] if cuda_available else []) + ["ort"] + (["trt"] if tensorrt_runtime else [])
+
+
+def pytorch_skip_reason(precision: str, device_type: str) -> Optional[str]:
+    """Why a PyTorch (eager or compiled) row at ``precision`` is not measured on ``device_type``, or None.
+
+    PyTorch rows are FP32 and FP16 (autocast); FP16 autocast on a CPU runs emulated half-precision kernels, slower
+    than FP32 and unlike any deployment, so it is not measured there.
+    """
+    if precision not in ("fp32", "fp16"):
+        return f"PyTorch rows are FP32 and FP16: {precision.upper()} speed is the Q/DQ graph's (ONNX Runtime, TensorRT)"
+    if precision == "fp16" and device_type != "cuda":
+        return "CPU autocast FP16 says nothing about a deployment"
+    return None
+
+
+def row_label(backend: str, precision: str, provider: Optional[str] = None) -> str:
+    """``PyTorch eager FP16 (autocast)``, ``ONNX Runtime (CUDA provider) INT8``, ``TensorRT FP16``, ..."""
+    label = f"{LABELS[backend]}" + (f" ({provider} provider)" if provider else "") + f" {precision.upper()}"
+    return label + (" (autocast)" if backend in PYTORCH_BACKENDS and precision == "fp16" else "")
 
 
 def parse_assignments(items: Sequence[str], flag: str) -> Dict[str, str]:
@@ -95,17 +128,42 @@ def export_for_ort(model: torch.nn.Module, config, folder: str, precision: str) 
     return fp16_path
 
 
-def ort_runner(path: str) -> Tuple[Runner, str]:
-    """ONNX Runtime session over ``path``; returns the runner and the provider it got."""
+def ort_provider(providers: Sequence[str]) -> str:
+    """``CUDA`` or ``CPU``: the first (preferred) provider of a session, without ONNX Runtime's suffix."""
+    return providers[0].replace("ExecutionProvider", "")
+
+
+def ort_runner(path: str) -> Tuple[Runner, str, torch.device, torch.dtype]:
+    """ONNX Runtime session over ``path`` fed through an I/O binding, so images already on the provider's device are
+    read in place (no host round trip on a GPU).
+
+    Returns:
+        the runner (returns the output as an ``OrtValue`` where the provider left it), the provider, the device the
+        images must be on and their dtype.
+    """
     from swin_trt.onnx_tools.runtime import OrtPredictor
 
     predictor = OrtPredictor(path)
-    provider = predictor.providers[0].replace("ExecutionProvider", "")
+    provider = ort_provider(predictor.providers)
+    session, binding = predictor.session, predictor.session.io_binding()
+    if provider == "CUDA":
+        options = session.get_provider_options().get("CUDAExecutionProvider", {})
+        device = torch.device("cuda", int(options.get("device_id", 0)))
+    else:
+        device = torch.device("cpu")
+    dtype = torch.from_numpy(np.zeros(0, predictor.input_dtype)).dtype
 
     def run(images: torch.Tensor):
-        return predictor.run(images.cpu().numpy())
+        images = images.contiguous()
+        if device.type == "cuda":  # ONNX Runtime reads on its own stream: torch's writes must be done
+            torch.cuda.current_stream(device).synchronize()
+        binding.bind_input(predictor.input_name, device.type, device.index or 0, predictor.input_dtype,
+                           list(images.shape), images.data_ptr())
+        binding.bind_output(predictor.output_name, device.type, device.index or 0)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
 
-    return run, provider
+    return run, provider, device, dtype
 
 
 def trtexec_command(engine_file: str, batch: int, input_name: str, shape: Sequence[int],
@@ -132,33 +190,34 @@ def engine_io(engine_file: str, config) -> Tuple[str, List[int], Optional[Tuple[
     return "input", [3, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE], None
 
 
-def format_markdown(results: List[Dict[str, Any]], batch_sizes: Sequence[int]) -> str:
-    """Rows = batch sizes, columns = ``column`` of the results, cells = images/s (or the note)."""
-    columns = list(dict.fromkeys(r["column"] for r in results))
-    cell = {(r["column"], r["batch"]): r for r in results}
-    lines = ["| batch | " + " | ".join(columns) + " |", "|---:|" + "---:|" * len(columns)]
-    for batch in batch_sizes:
-        values = []
-        for column in columns:
-            r = cell.get((column, batch))
-            if r is None:
-                values.append("")
-            elif r.get("images_per_s"):
-                rate = r["images_per_s"]
-                values.append(f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}")
-            else:
-                values.append(r.get("note", ""))
-        lines.append(f"| {batch} | " + " | ".join(values) + " |")
-    return "\n".join(lines)
+@dataclasses.dataclass
+class _Timed:
+    """What one row times: the runner, the device and dtype of its input, the provider (ORT) and batch range (TensorRT)."""
+
+    run: Runner
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    provider: Optional[str] = None
+    limits: Optional[Tuple[int, int]] = None
 
 
-def format_csv(results: List[Dict[str, Any]]) -> str:
-    keys = ["column", "backend", "precision", "batch", "images_per_s", "ms_per_batch", "device", "note"]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, keys, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(results)
-    return out.getvalue()
+def _timed(backend: str, precision: str, engine_file: Optional[str], model: torch.nn.Module, config, dev: torch.device,
+           onnx_files: Dict[str, str], tmp: str, compile_mode: str, cuda_graph: bool) -> _Timed:
+    """The runner of one row. Raises UserError when the row cannot run here (no file, no GPU, ...)."""
+    if backend in PYTORCH_BACKENDS:
+        return _Timed(torch_runner(model.to(dev).float(), precision, backend == "compile", compile_mode), dev)
+    if backend == "ort":
+        path = onnx_files.get(precision)
+        if path is None and precision in ("fp32", "fp16"):
+            path = export_for_ort(model, config, tmp, precision)
+        if path is None:
+            raise UserError(f"no ONNX file for ort {precision}: pass --onnx {precision}=FILE.")
+        run, provider, device, dtype = ort_runner(path)
+        return _Timed(run, device, dtype, provider)
+    from swin_trt.trt.engine import TRTEngine
+
+    engine = TRTEngine(engine_file, cuda_graph=cuda_graph)
+    return _Timed(lambda x: engine(x, split=False), engine.device, engine.inputs[0].dtype, limits=engine.batch_range)
 
 
 def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], batch_sizes: Sequence[int],
@@ -166,7 +225,11 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
                   warmup: int = 10, iters: int = 30, repeats: int = 5, compile_mode: str = "default",
                   cuda_graph: bool = False, device: Optional[str] = None,
                   max_seconds: float = 30.0) -> List[Dict[str, Any]]:
-    """Time every (backend, precision) at every batch size; returns one dict per cell."""
+    """Time every (backend, precision) at every batch size.
+
+    Returns one dict per cell; a row that cannot run here (or means nothing here: :func:`pytorch_skip_reason`) is
+    one dict with ``batch`` None and the reason. PyTorch is not asked for INT8/FP8 rows (logged, no dict).
+    """
     from swin_trt.models import build_model, load_weights
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -175,58 +238,48 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
         load_weights(model, checkpoint)
     model.eval()
     shape = (3, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE)
-    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    cpu_name = f"CPU ({os.cpu_count()} cores)"
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             plan = sorted(engines.items()) if backend == "trt" else [(p, None) for p in precisions]
             for precision, engine_file in plan:
-                column, runner, input_dtype, run_device, limits, note = None, None, torch.float32, dev, None, ""
-                try:
-                    if backend in ("eager", "compile"):
-                        run_model = model.to(dev).float()
-                        runner = torch_runner(run_model, precision, backend == "compile", compile_mode)
-                        column = f"{LABELS[backend]} {precision}" + (" (autocast)" if precision == "fp16" else "")
-                    elif backend == "ort":
-                        path = onnx_files.get(precision)
-                        if path is None and precision in ("fp32", "fp16"):
-                            path = export_for_ort(model, config, tmp, precision)
-                        if path is None:
-                            raise UserError(f"no ONNX file for ort {precision}: pass --onnx {precision}=FILE.")
-                        runner, provider = ort_runner(path)
-                        run_device = dev if provider == "CUDA" else torch.device("cpu")
-                        column = f"{LABELS[backend]} {provider} {precision}"
-                        model.to(dev)
-                    else:
-                        from swin_trt.trt.engine import TRTEngine
-
-                        engine = TRTEngine(engine_file, cuda_graph=cuda_graph)
-                        input_dtype, run_device, limits = engine.inputs[0].dtype, engine.device, engine.batch_range
-                        runner = lambda x, e=engine: e(x, split=False)  # noqa: E731
-                        column = f"{LABELS[backend]} {precision}"
-                except UserError as err:
-                    column = column or f"{LABELS[backend]} {precision}"
-                    note = str(err)
-                    _LOG.warning("%s: %s", column, note)
-                for batch in batch_sizes:
-                    row = {"column": column, "backend": backend, "precision": precision, "batch": batch,
-                           "device": device_name if run_device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"}
-                    if runner is None:
-                        results.append(dict(row, note="n/a", reason=note))
-                        continue
-                    if limits and not limits[0] <= batch <= limits[1]:
-                        results.append(dict(row, note="outside profile"))
-                        continue
-                    images = torch.randn((batch,) + shape, device=run_device).to(input_dtype)
+                why_not = pytorch_skip_reason(precision, dev.type) if backend in PYTORCH_BACKENDS else None
+                if why_not and precision not in ("fp32", "fp16"):
+                    _LOG.info("%s %s: not measured (%s)", LABELS[backend], precision, why_not)
+                    continue
+                timed, means_nothing_here = None, why_not is not None
+                if why_not is None:
                     try:
-                        rate = cell_images_per_s(lambda: runner(images), batch, run_device, warmup, iters, repeats,
-                                                 max_seconds)
+                        timed = _timed(backend, precision, engine_file, model, config, dev, onnx_files, tmp,
+                                       compile_mode, cuda_graph)
+                    except UserError as err:
+                        why_not = str(err)
+                column = row_label(backend, precision, timed.provider if timed else None)
+                row = {"column": column, "backend": backend, "precision": precision}
+                if timed is None:  # a row that means nothing here is expected; one that cannot run is a warning
+                    _LOG.log(logging.INFO if means_nothing_here else logging.WARNING, "%s: not measured: %s", column,
+                             why_not)
+                    results.append(dict(row, batch=None, note="not measured", reason=why_not))
+                    continue
+                row["device"] = torch.cuda.get_device_name(timed.device) if timed.device.type == "cuda" else cpu_name
+                if timed.provider:
+                    row["provider"] = timed.provider
+                for batch in batch_sizes:
+                    cell = dict(row, batch=batch)
+                    if timed.limits and not timed.limits[0] <= batch <= timed.limits[1]:
+                        results.append(dict(cell, note="outside profile"))
+                        continue
+                    images = torch.randn((batch,) + shape, device=timed.device).to(timed.dtype)
+                    try:
+                        rate = cell_images_per_s(lambda: timed.run(images), batch, timed.device, warmup, iters,
+                                                 repeats, max_seconds)
                     except torch.cuda.OutOfMemoryError:
                         torch.cuda.empty_cache()
-                        results.append(dict(row, note="out of memory"))
+                        results.append(dict(cell, note="out of memory"))
                         continue
-                    results.append(dict(row, ms_per_batch=batch / rate * 1e3, images_per_s=rate))
-                    _LOG.info("%s batch %d: %.0f images/s", column, batch, results[-1]["images_per_s"])
+                    results.append(dict(cell, ms_per_batch=batch / rate * 1e3, images_per_s=rate))
+                    _LOG.info("%s batch %d: %.0f images/s", column, batch, rate)
     return results
 
 

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+import torch
 import yaml
 from yacs.config import CfgNode
 
+from swin_trt.benchmark import pipeline_backends
 from swin_trt.config import get_config
 from swin_trt.errors import UserError
 from swin_trt.files import write_json
@@ -199,10 +201,11 @@ def plan(args: argparse.Namespace) -> List[Step]:
         steps.append(step(f"export {precision}", [PY, "export.py", *cfg, "--resume", ckpt, "--dynamic-batch",
                                                   "--precision", precision, "--output", onnx[precision]],
                           [ckpt], [onnx[precision]], export_nodes))
+    quant_metrics = os.path.join(results, "quant_metrics.json")  # the fake-quantized PTQ and QAT accuracy
     steps.append(step("quantize (calibrate + QAT)", [PY, "swin_quant_flow.py", *cfg, "--resume", ckpt, "--data-path", data,
                                                      "--quantize", "--dynamic-batch", "--output", weights, *bs,
-                                                     "--output-json", os.path.join(results, "quant_metrics.json")],
-                      [ckpt, train_data, val_data], [onnx["int8"]], quant_nodes))
+                                                     "--output-json", quant_metrics],
+                      [ckpt, train_data, val_data], [onnx["int8"], quant_metrics], quant_nodes))
     for precision in ("fp32", "fp16", "int8"):
         out = os.path.join(acc, f"onnxrt_{precision}.json")
         steps.append(step(f"eval onnxrt {precision}", [PY, "trt/eval_onnxrt.py", *cfg, "--resume", onnx[precision],
@@ -230,7 +233,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
                           [engines[precision], ckpt, val_data], [trt_results[precision]], pytorch_nodes,
                           note=trt_reason or ""))
     bench = os.path.join(results, "benchmark.json")
-    backends = ["eager", "ort"] + (["compile", "trt"] if trt_reason is None else [])
+    backends = pipeline_backends(torch.cuda.is_available(), trt_reason is None)
     bench_cmd = [PY, "trt/benchmark.py", *cfg, "--resume", ckpt, "--backends", *backends,
                  "--precisions", "fp32", "fp16", "int8", "--batch-sizes", *map(str, args.bench_batches),
                  "--max-seconds", str(args.bench_seconds),
@@ -244,8 +247,9 @@ def plan(args: argparse.Namespace) -> List[Step]:
     steps.append(step("benchmark", bench_cmd, bench_inputs, [bench], export_nodes))
     accuracy = [os.path.join(acc, f) for f in ("pytorch_fp32.json", "onnxrt_fp32.json", "onnxrt_fp16.json",
                                                "onnxrt_int8.json")] + list(trt_results.values())
-    steps.append(step("report", [PY, "report.py", "--results", results, "--title", f"{name} deployment report"],
-                      accuracy + [plans, bench],
+    steps.append(step("report", [PY, "report.py", "--results", results, "--title", f"{name} deployment report",
+                                 "--cfg", args.cfg, "--checkpoint", ckpt],
+                      accuracy + [quant_metrics, plans, bench, ckpt],
                       [os.path.join(results, "report.md"), os.path.join(results, "accuracy_vs_speed.png")]))
     return steps
 

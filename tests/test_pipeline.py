@@ -11,7 +11,10 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
+
+from swin_trt.trt.metadata import file_sha256
 
 from conftest import MICRO_CFG, REPO, small_digits
 
@@ -59,6 +62,28 @@ def test_pipeline_killed_during_qat_continues_without_redoing_finished_steps(res
     assert "quantize (calibrate + QAT): swin_quant_flow.py" in run["rerun"]
     assert (run["weights"] / "swin_micro_digits_int8.onnx").is_file()
     assert (run["results"] / "report.md").is_file() and (run["results"] / "accuracy_vs_speed.png").is_file()
+
+
+def test_report_gives_the_change_against_fp32_the_fake_quant_rows_the_speed_up_and_what_made_it(resumed_pipeline):
+    results = resumed_pipeline["results"]
+    report = (results / "report.md").read_text()
+    data = json.loads((results / "report.json").read_text())
+    rows = {(r["backend"], r["precision"], r.get("stage")): r for r in data["accuracy"]}
+    reference = rows[("pytorch", "fp32", None)]["acc1"]
+    for stage in ("ptq", "qat"):  # swin_quant_flow.py's fake-quantized accuracy reached the report
+        row = rows[("fakequant", "int8", stage)]
+        assert row["delta_acc1"] == pytest.approx(row["acc1"] - reference)
+        assert f"| INT8 | PyTorch fake-quant, {stage.upper()} | {row['acc1']:.3f} | {row['delta_acc1']:+.3f} |" in report
+    int8 = rows[("onnxrt", "int8", None)]
+    assert f"| INT8 | ONNX Runtime | {int8['acc1']:.3f} | {int8['delta_acc1']:+.3f} |" in report
+    assert "| backend, precision | batch 1 | vs FP16 of its backend (batch 1) |" in report
+    assert re.search(r"\| ONNX Runtime \((CPU|CUDA) provider\) FP16 \|", report) and "n/a" not in report
+    if not torch.cuda.is_available():
+        assert "PyTorch eager FP16" not in report.split("- not measured")[0], "no CPU autocast FP16 row"
+    origin = data["provenance"]
+    assert origin["checkpoint"]["sha256"] == file_sha256(resumed_pipeline["command"][resumed_pipeline["command"].index("--resume") + 1])
+    assert origin["config"]["path"] == str(resumed_pipeline["cfg"])
+    assert "| TensorRT builder |" in report and "| commit |" in report
 
 
 def test_report_shows_the_precision_plan_of_each_engines_graph(resumed_pipeline):
@@ -139,3 +164,24 @@ def test_benchmark_lists_the_engines_and_the_report_the_tensorrt_results(monkeyp
     trt_results = [os.path.join(args.results, "accuracy", f"tensorrt_{p}.json") for p in ("fp32", "fp16", "int8")]
     assert set(trt_results) <= set(steps["report"].inputs)
     assert all(args.cfg in step.command for name, step in steps.items() if step.config_nodes)
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_benchmark_step_measures_torch_compile_on_a_gpu_and_the_report_records_its_inputs(monkeypatch, tmp_path, gpu):
+    import swin_trt.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline.torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(pipeline, "tensorrt_runtime_available", lambda: "not run: no TensorRT runtime")
+    args = argparse.Namespace(cfg=MICRO_CFG, resume=str(tmp_path / "model.pth"), data_path=str(tmp_path / "data"),
+                              batch_size=64, bench_batches=[1], bench_seconds=1.0, output=str(tmp_path / "output"),
+                              weights=str(tmp_path / "weights"), results=str(tmp_path / "results"))
+    steps = {step.name: step for step in pipeline.plan(args)}
+    command = steps["benchmark"].command
+    backends = command[command.index("--backends") + 1:command.index("--precisions")]
+    assert backends == (["eager", "compile", "ort"] if gpu else ["eager", "ort"])
+    quant_metrics = os.path.join(args.results, "quant_metrics.json")
+    assert quant_metrics in steps["quantize (calibrate + QAT)"].outputs
+    report = steps["report"]
+    assert {quant_metrics, args.resume} <= set(report.inputs)
+    assert report.command[report.command.index("--checkpoint") + 1] == args.resume
+    assert report.command[report.command.index("--cfg") + 1] == MICRO_CFG

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +63,20 @@ def quant_flow(trained_micro, tmp_path_factory) -> dict:
     """swin_quant_flow.py --quantize on the trained micro model: calibrate, 1 QAT epoch, INT8 export checked on val."""
     out = tmp_path_factory.mktemp("quant_flow")
     report = out / "flow.json"
-    run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]), "--quantize",
-             "--data-path", str(trained_micro["data"]), "--num-finetune-epochs", "1", "--dynamic-batch",
-             "--check-onnx", "--output", str(out), "--output-json", str(report)], timeout=1800)
+    proc = run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]),
+                    "--quantize", "--data-path", str(trained_micro["data"]), "--num-finetune-epochs", "1",
+                    "--dynamic-batch", "--check-onnx", "--output", str(out), "--output-json", str(report)], timeout=1800)
     result = json.loads(report.read_text())
     result["stages"] = {row["stage"]: row for row in result["rows"]}
-    return {**result, "out": out, "data": trained_micro["data"]}
+    return {**result, "out": out, "data": trained_micro["data"], "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def test_quant_flow_counts_qat_epochs_from_one_and_keeps_modelopts_warnings_off_the_console(quant_flow):
+    assert re.search(r"QAT epoch 1/1 loss", quant_flow["stdout"]), quant_flow["stdout"][-2000:]
+    console = quant_flow["stdout"] + quant_flow["stderr"]
+    for noise in ("TracerWarning", "torch.jit.script` is deprecated", "No CUDA runtime is found",
+                  "Updating minimum opset"):
+        assert noise not in console, f"{noise!r} reached the console:\n{console[-3000:]}"
 
 
 def test_placement_rows_switch_off_by_name_or_group():

@@ -180,20 +180,97 @@ def test_engine_accuracy_matches_onnx_runtime_on_digits(mode, micro_engines, tra
 
 # --- benchmark -------------------------------------------------------------------------------------------------------
 
-def test_benchmark_table_has_a_row_per_batch_and_a_column_per_backend_and_precision():
-    from swin_trt.benchmark import format_csv, format_markdown, parse_assignments
+def test_throughput_table_rows_are_backend_and_precision_with_the_speed_up_against_the_same_backends_fp16():
+    from swin_trt.benchmark import parse_assignments
+    from swin_trt.benchmark_table import format_csv, format_markdown
 
-    results = [{"column": "PyTorch eager fp32", "batch": 1, "images_per_s": 10.0},
-               {"column": "PyTorch eager fp32", "batch": 16, "images_per_s": 100.0},
-               {"column": "TensorRT int8", "batch": 1, "note": "outside profile"},
-               {"column": "TensorRT int8", "batch": 16, "images_per_s": 400.4}]
-    lines = format_markdown(results, [1, 16]).splitlines()
-    assert lines[0] == "| batch | PyTorch eager fp32 | TensorRT int8 |"
-    assert lines[2:] == ["| 1 | 10 | outside profile |", "| 16 | 100 | 400 |"]
-    assert format_csv(results).splitlines()[0].startswith("column,backend,precision,batch,images_per_s,ms_per_batch")
+    def cells(column, backend, precision, rates, provider=None):
+        base = {"column": column, "backend": backend, "precision": precision, "device": "CPU (2 cores)"}
+        if provider:
+            base["provider"] = provider
+        return [dict(base, batch=b, images_per_s=r) for b, r in rates.items()]
+
+    results = (cells("PyTorch eager FP32", "eager", "fp32", {1: 200.0, 64: 500.0})
+               + [{"column": "PyTorch eager FP16 (autocast)", "backend": "eager", "precision": "fp16", "batch": None,
+                   "note": "not measured", "reason": "CPU autocast FP16 says nothing about a deployment"}]
+               + cells("ONNX Runtime (CPU provider) FP16", "ort", "fp16", {1: 1000.0, 64: 800.0}, "CPU")
+               + cells("ONNX Runtime (CPU provider) INT8", "ort", "int8", {1: 900.0, 64: 1000.0}, "CPU")
+               + cells("TensorRT FP16", "trt", "fp16", {1: 3000.0, 64: 20000.0})
+               + cells("TensorRT INT8", "trt", "int8", {1: 2500.0})
+               + [{"column": "TensorRT INT8", "backend": "trt", "precision": "int8", "batch": 64, "note": "out of memory"}])
+    lines = format_markdown(results, [1, 16, 64]).splitlines()
+    assert lines[0] == "| backend, precision | batch 1 | batch 64 | vs FP16 of its backend |", "batch 16: no cell"
+    rows = {line.split(" | ")[0][2:]: line for line in lines[2:] if line.startswith("| ")}
+    assert list(rows) == ["PyTorch eager FP32", "ONNX Runtime (CPU provider) FP16", "ONNX Runtime (CPU provider) INT8",
+                          "TensorRT FP16", "TensorRT INT8"]
+    assert rows["ONNX Runtime (CPU provider) INT8"].endswith("| 900 | 1,000 | 1.25× (batch 64) |")
+    assert rows["TensorRT INT8"].endswith("| 2,500 | out of memory | 0.83× (batch 1) |"), "ORT rows never divide TensorRT's"
+    assert rows["PyTorch eager FP32"].endswith("| 200 | 500 | – |"), "no FP16 row of PyTorch on a CPU"
+    assert "- not measured: PyTorch eager FP16 (autocast): CPU autocast FP16 says nothing about a deployment" in lines
+    assert "n/a" not in "\n".join(lines)
+    assert format_csv(results).splitlines()[0].startswith("column,backend,provider,precision,batch,images_per_s")
     assert parse_assignments(["fp16=a.engine"], "--engine") == {"fp16": "a.engine"}
     with pytest.raises(UserError, match="PRECISION=FILE"):
         parse_assignments(["a.engine"], "--engine")
+
+
+def test_benchmark_backends_and_rows_follow_what_this_machine_has():
+    from swin_trt.benchmark import pipeline_backends, pytorch_skip_reason, row_label
+
+    assert pipeline_backends(cuda_available=False, tensorrt_runtime=False) == ["eager", "ort"]
+    assert pipeline_backends(cuda_available=True, tensorrt_runtime=False) == ["eager", "compile", "ort"]
+    assert pipeline_backends(cuda_available=True, tensorrt_runtime=True) == ["eager", "compile", "ort", "trt"]
+    assert pytorch_skip_reason("fp32", "cpu") is None and pytorch_skip_reason("fp16", "cuda") is None
+    assert pytorch_skip_reason("fp16", "cpu") == "CPU autocast FP16 says nothing about a deployment"
+    assert "INT8 speed is the Q/DQ graph's" in pytorch_skip_reason("int8", "cuda")
+    assert row_label("compile", "fp16") == "torch.compile FP16 (autocast)"
+    assert row_label("ort", "int8", "CUDA") == "ONNX Runtime (CUDA provider) INT8"
+    assert row_label("ort", "fp32", "CPU") == "ONNX Runtime (CPU provider) FP32"
+    assert row_label("trt", "int8") == "TensorRT INT8"
+
+
+@pytest.mark.parametrize("listed, gpu, expected", [
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], True, "CUDAExecutionProvider"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], False, "CPUExecutionProvider"),  # onnxruntime-gpu on a CPU
+    (["CPUExecutionProvider"], True, "CPUExecutionProvider")])  # the CPU build on a GPU machine
+def test_onnx_runtime_takes_the_cuda_provider_exactly_when_it_is_installed_and_a_gpu_is_visible(
+        monkeypatch, listed, gpu, expected):
+    import onnxruntime
+
+    from swin_trt.onnx_tools import runtime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: listed)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    first = runtime.default_providers()[0]
+    assert (first[0] if isinstance(first, tuple) else first) == expected
+
+
+def test_benchmark_on_this_machine_measures_what_means_something_here(tmp_path):
+    """The micro model (random weights) in PyTorch eager and ONNX Runtime, the ONNX file exported on the fly."""
+    from swin_trt.benchmark import ort_runner, run_benchmark
+    from swin_trt.onnx_tools.runtime import OrtPredictor
+
+    config = get_config(MICRO_CFG)
+    results = run_benchmark(config, ["eager", "ort"], ["fp32", "fp16", "int8"], [2], {}, {}, warmup=0, iters=1,
+                            repeats=1, max_seconds=0.1, device="cpu")
+    rows = {r["column"]: r for r in results}
+    assert rows["PyTorch eager FP32"]["images_per_s"] > 0
+    assert rows["PyTorch eager FP16 (autocast)"]["batch"] is None, "not measured on a CPU, and says why"
+    assert "PyTorch eager INT8" not in rows, "PyTorch has no INT8 row"
+    ort = rows["ONNX Runtime (CPU provider) FP32"]
+    assert ort["provider"] == "CPU" and ort["images_per_s"] > 0 and ort["device"].startswith("CPU")
+    assert rows["ONNX Runtime (CPU provider) FP16"]["images_per_s"] > 0
+    assert rows["ONNX Runtime INT8"]["batch"] is None and "--onnx int8=FILE" in rows["ONNX Runtime INT8"]["reason"]
+
+    # the I/O-bound runner gives the predictor's logits
+    from swin_trt.benchmark import export_for_ort
+    from swin_trt.models import build_model
+
+    path = export_for_ort(build_model(config).eval(), config, str(tmp_path), "fp32")
+    run, provider, device, dtype = ort_runner(path)
+    images = torch.randn(3, 3, config.DATA.IMG_SIZE, config.DATA.IMG_SIZE)
+    assert (provider, device.type, dtype) == ("CPU", "cpu", torch.float32)
+    np.testing.assert_array_equal(run(images).numpy(), OrtPredictor(path).run(images.numpy()))
 
 
 def test_benchmark_command_times_pytorch_and_prints_trtexec_lines(micro_engines, tmp_path):
@@ -209,10 +286,12 @@ def test_benchmark_command_times_pytorch_and_prints_trtexec_lines(micro_engines,
         assert f"{micro_engines['fp16']} is a TensorRT-RTX engine; trtexec (full TensorRT) cannot load it" in proc.stdout
     else:
         assert f"trtexec --loadEngine={micro_engines['fp16']} --shapes=input:4x3x32x32" in proc.stdout
-    assert "| batch | PyTorch eager fp32 | TensorRT fp16 |" in (tmp_path / "bench.md").read_text()
+    table = (tmp_path / "bench.md").read_text()
+    assert "| backend, precision | batch 1 | batch 4 |" in table and "| PyTorch eager FP32 |" in table
     if not torch.cuda.is_available():
         trt_rows = [r for r in results if r["backend"] == "trt"]
-        assert all(r["note"] == "n/a" and "no CUDA device" in r["reason"] for r in trt_rows)
+        assert len(trt_rows) == 1 and trt_rows[0]["batch"] is None and "no CUDA device" in trt_rows[0]["reason"]
+        assert "- not measured: TensorRT FP16: " in table
 
 
 def test_trtexec_line_leaves_out_the_flags_tensorrt_11_made_default_no_ops():

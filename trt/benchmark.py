@@ -1,13 +1,19 @@
-"""Throughput table: rows batch 1, 16, 64, 256; a column per backend and precision.
+"""Throughput table: a row per backend and precision; columns batch 1, 16, 64, 256 and the speed-up against FP16.
 
     python trt/benchmark.py --cfg configs/swin_tiny_patch4_window7_224.yaml --backends eager compile ort
     python trt/benchmark.py --cfg configs/swin_tiny_patch4_window7_224.yaml --backends trt \
         --engine fp16=weights/swin_tiny_fp16.engine --engine int8=weights/swin_tiny_int8.engine
 
 Backends: ``trt`` (engines given with ``--engine PRECISION=FILE``), ``ort``
-(ONNX Runtime with its best provider here; ``--onnx PRECISION=FILE``, or the
-config's model exported on the fly for fp32), ``eager`` (PyTorch; fp16 is
-autocast) and ``compile`` (``torch.compile`` of the same). Weights are random
+(ONNX Runtime with the CUDA provider where it is installed and a GPU is
+visible, else the CPU provider, named in the row; images are bound in place
+with an I/O binding; ``--onnx PRECISION=FILE``, or the config's model exported
+on the fly for fp32/fp16), ``eager`` (PyTorch; fp16 is autocast, on a GPU
+only: CPU autocast FP16 is no deployment figure) and ``compile``
+(``torch.compile`` of the same). PyTorch rows are FP32/FP16; INT8/FP8 rows
+are the Q/DQ graph's (ort, trt). The last column divides each row by the
+FP16 row of the same backend (TensorRT INT8 by TensorRT FP16, ONNX Runtime
+INT8 by ONNX Runtime FP16 on the same provider). Weights are random
 unless ``--resume`` names a checkpoint: speed does not depend on them.
 ``--cfg`` is checked against the preprocessing each ``--onnx`` / ``--engine``
 file records; without ``--cfg`` the first file's record gives the image size
@@ -29,8 +35,9 @@ from typing import Optional, Sequence
 import torch
 
 from swin_trt import cli
-from swin_trt.benchmark import (BACKENDS, BATCH_SIZES, benchmark_config, engine_io, format_csv, format_markdown,
-                                parse_assignments, run_benchmark, trtexec_command)
+from swin_trt.benchmark import (BACKENDS, BATCH_SIZES, benchmark_config, engine_io, parse_assignments, run_benchmark,
+                                trtexec_command)
+from swin_trt.benchmark_table import format_csv, format_markdown
 from swin_trt.errors import UserError, run_main
 from swin_trt.files import atomic_write_bytes, write_json
 from swin_trt.logs import create_logger
@@ -75,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     results = run_benchmark(config, args.backends, args.precisions, args.batch_sizes, engines, onnx_files, args.resume,
                             args.warmup, args.iters, args.repeats, args.compile_mode, args.cuda_graph,
                             None if args.device == "auto" else args.device, args.max_seconds)
-    devices = sorted({r["device"] for r in results})
+    devices = sorted({r["device"] for r in results if r.get("device")})
     date = datetime.date.today().isoformat()
     table = format_markdown(results, args.batch_sizes)
     header = (f"{config.MODEL.NAME}, images/s (median), {', '.join(devices)}, torch {torch.__version__}, {date}; "

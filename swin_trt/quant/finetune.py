@@ -73,8 +73,8 @@ class QATFineTuner:
         for epoch in range(start_epoch, self.epochs):
             stats = train_one_epoch(self.runner, self.loader, self.optimizer, self.scheduler, self.criterion,
                                     self.device, epoch, self.config, self.mixup, self.scaler, desc="qat")
-            _LOG.info("QAT epoch %d/%d loss %.4f lr %.2e %.0f images/s", epoch, self.epochs - 1, stats["loss"],
-                      stats["lr"], stats["images_per_s"])
+            _LOG.info("QAT epoch %d/%d loss %.4f lr %.2e %.0f images/s", epoch + 1, self.epochs, stats["loss"],
+                      stats["lr"], stats["images_per_s"])  # counted from 1 for the reader; checkpoints store 0-based
             history.append({"epoch": epoch, **stats})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, stats)

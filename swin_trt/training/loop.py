@@ -52,7 +52,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     optimizer.zero_grad(set_to_none=True)
     start = time.perf_counter()
     images_seen = 0
-    for idx, (images, target) in enumerate(progress(loader, f"{desc} epoch {epoch}", rank())):
+    for idx, (images, target) in enumerate(progress(loader, f"{desc} epoch {epoch + 1}", rank())):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         if mixup is not None:
@@ -60,7 +60,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=scaler is not None):
             loss = criterion(model(images), target)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {idx}: lower TRAIN.BASE_LR or check the data")
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {idx + 1}: lower TRAIN.BASE_LR or check the data")
         if scaler is not None:
             scaler.scale(loss / accum).backward()
         else:
@@ -80,7 +80,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         loss_meter.update(loss.item(), images.shape[0])
         images_seen += images.shape[0]
         if rank() == 0 and ((idx + 1) % config.PRINT_FREQ == 0 or idx + 1 == steps):
-            _LOG.info("%s epoch %d [%d/%d] loss %.4f (%.4f) lr %.2e %.0f images/s", desc, epoch, idx + 1, steps,
+            _LOG.info("%s epoch %d [%d/%d] loss %.4f (%.4f) lr %.2e %.0f images/s", desc, epoch + 1, idx + 1, steps,
                       loss_meter.val, loss_meter.avg, optimizer.param_groups[0]["lr"],
                       images_seen / (time.perf_counter() - start))
     seconds = time.perf_counter() - start

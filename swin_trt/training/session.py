@@ -90,11 +90,11 @@ def train(config: CfgNode, model, runner, device, world_size: int, output_dir: s
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"]) + 1
-        logger.info("resumed from %s: continuing at epoch %d of %d", resume, start_epoch, config.TRAIN.EPOCHS)
+        logger.info("resumed from %s: continuing at epoch %d of %d", resume, start_epoch + 1, config.TRAIN.EPOCHS)
     dump = config.dump()
     for epoch in range(start_epoch, config.TRAIN.EPOCHS):
         stats = train_one_epoch(runner, loader, optimizer, scheduler, criterion, device, epoch, config, mixup, scaler)
-        logger.info("epoch %d/%d loss %.4f lr %.2e %.0f images/s", epoch, config.TRAIN.EPOCHS - 1, stats["loss"],
+        logger.info("epoch %d/%d loss %.4f lr %.2e %.0f images/s", epoch + 1, config.TRAIN.EPOCHS, stats["loss"],
                     stats["lr"], stats["images_per_s"])
         if int(os.environ.get("RANK", "0")) == 0 and ((epoch + 1) % config.SAVE_FREQ == 0 or epoch + 1 == config.TRAIN.EPOCHS):
             path = save_training_checkpoint(output_dir, epoch, model, optimizer, scheduler, scaler, dump)
