@@ -229,3 +229,15 @@ def test_served_model_for_other_images_than_the_config_is_one_sentence(server):
 def test_unknown_model_lists_the_ones_the_server_has(server):
     with pytest.raises(UserError, match=f"has no model nothing_here .*{NAME}_python_ensemble"):
         ServedClassifier(server.http_url, "http", "nothing_here")
+
+
+def test_requests_of_several_images_give_the_same_accuracy_and_a_batch_above_the_limit_is_refused(
+        server, onnxrt_metrics, micro_onnx):
+    from swin_trt.serving.evaluate import evaluate_served
+
+    served = ServedClassifier(server.grpc_url, "grpc", f"{NAME}_python_ensemble")
+    config = get_config(MICRO_CFG, DATA__DATA_PATH=str(micro_onnx["data"]))
+    metrics = evaluate_served(served, config, batch_size=16, concurrency=4)
+    assert metrics["requests"] == 23 and metrics["acc1"] == onnxrt_metrics["acc1"]  # 22 of 16 images, one of 8
+    with pytest.raises(UserError, match="--batch-size 65 is above max_batch_size 64 of model"):
+        evaluate_served(served, config, batch_size=65)

@@ -20,6 +20,7 @@ from yacs.config import CfgNode
 
 from swin_trt.data import build_loader
 from swin_trt.data.image_folder import list_images
+from swin_trt.errors import UserError
 from swin_trt.evaluation import AccuracyMeter
 from swin_trt.logs import progress
 from swin_trt.serving.client import ServedClassifier
@@ -83,9 +84,13 @@ def evaluate_served(served: ServedClassifier, config: CfgNode, batch_size: int =
     latency (``latency_p50_ms``, ``latency_p99_ms``: from sending a request to having its logits).
 
     Raises:
-        UserError: the model does not fit the config, or the server failed a request.
+        UserError: the model does not fit the config, a batch above its max_batch_size, or the server failed a
+            request.
     """
     served.check_config(config)
+    if batch_size > served.max_batch_size:
+        raise UserError(f"--batch-size {batch_size} is above max_batch_size {served.max_batch_size} of model "
+                        f"{served.model} at {served.url}: pass at most {served.max_batch_size}.")
     folder = os.path.join(config.DATA.DATA_PATH, "val")
     batches = encoded_batches(folder, batch_size, max_images) if served.takes_images else \
         tensor_batches(config, batch_size, num_workers, max_images)

@@ -7,7 +7,8 @@ Measured here (docs/RESULTS.md, "Serving"), each handled below:
   site-packages), so the environment's ``bin`` goes first on the server's ``PATH``; ``PYTHONPATH`` is removed, so
   nothing of this project's environment leaks in;
 - the stub links ``libpython3.X.so.1.0`` by name, and a library of another patch release than the interpreter's
-  standard library (this machine's Debian 3.11.2 beside pyenv's 3.11.7) breaks models that use threading; the
+  standard library (this machine's Debian 3.11.2 beside pyenv's 3.11.7) breaks models that reach newer standard-library
+  code (multiprocessing's resource tracker: "'_thread.RLock' object has no attribute '_recursion_count'"); the
   folder of the environment interpreter's own library goes first on ``LD_LIBRARY_PATH``;
 - the stub needs numpy < 2 in that Python (with numpy 2 every response fails), so the environment is checked;
 - the wheel keeps one stub per Python version beside the backend, and PyTriton's own launcher copies the whole
