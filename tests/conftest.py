@@ -258,3 +258,18 @@ def trt_rtx_backend():
     from swin_trt.trt.backend import load_backend
 
     return load_backend("tensorrt_rtx")
+
+
+# --- Triton Inference Server (issue 19) ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def triton_server_env():
+    """The Triton server's own environment (.venv/triton-server, which the README's second command makes, or
+    $TRITON_SERVER_ENV); the test fails with how to make it when it is missing or wrong."""
+    from swin_trt.errors import UserError
+    from swin_trt.serving.server import find_environment
+
+    try:
+        return find_environment()
+    except UserError as err:
+        pytest.fail(str(err))

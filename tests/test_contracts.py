@@ -214,16 +214,22 @@ def test_tensorrt_data_type_names_the_code_maps_are_members_of_both_apis(stubs):
 
 # --- third-party imports ---------------------------------------------------------------------------------------------
 
+# Python-backend model sources: they run in the Triton server's own environment (requirements-triton.txt), not here
+SERVER_SIDE = REPO / "swin_trt" / "serving" / "python_backend"
+
+
 def project_files() -> List[Path]:
+    """The project's Python files that run in its own environment."""
     skip = {".venv", "venv", ".git", "output", "weights", "results", "datasets"}
-    return sorted(p for p in REPO.rglob("*.py") if not skip & set(p.relative_to(REPO).parts))
+    return sorted(p for p in REPO.rglob("*.py") if not skip & set(p.relative_to(REPO).parts)
+                  and (p.parent != SERVER_SIDE or p.name == "image_preprocessing.py"))
 
 
-def third_party_imports() -> Dict[str, Set[str]]:
+def third_party_imports(files: Optional[List[Path]] = None) -> Dict[str, Set[str]]:
     """Module -> names imported from it (``""`` for a plain ``import module``) over the project's own code."""
     local = {p.stem for p in REPO.glob("*.py")} | {p.name for p in REPO.iterdir() if p.is_dir()}
     found: Dict[str, Set[str]] = {}
-    for path in project_files():
+    for path in project_files() if files is None else files:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.level == 0:
                 pairs = [(node.module, alias.name) for alias in node.names]
@@ -270,10 +276,10 @@ def test_every_third_party_import_of_the_project_resolves_in_the_installed_packa
     assert not failures, "\n".join(failures)
 
 
-def pins() -> Dict[str, str]:
-    """Distribution name (normalised) -> pinned version, over requirements.txt and requirements-test.txt."""
+def pins(files: Tuple[str, ...] = ("requirements.txt", "requirements-test.txt")) -> Dict[str, str]:
+    """Distribution name (normalised) -> pinned version, over ``files`` (the project environment's by default)."""
     found = {}
-    for name in ("requirements.txt", "requirements-test.txt"):
+    for name in files:
         for line in (REPO / name).read_text().splitlines():
             line = line.split("#")[0].strip()
             if "==" in line:
@@ -298,3 +304,40 @@ def test_every_third_party_package_the_code_imports_is_pinned_and_installed_at_i
         if installed != pinned[matches[0]]:
             problems.append(f"{top}: {matches[0]} {installed} installed, {pinned[matches[0]]} pinned")
     assert not problems, "\n".join(problems)
+
+
+# Python-backend models: what they import resolves in the server's environment, at the pins of requirements-triton.txt
+SERVER_PINS = r'''
+import importlib.metadata, json, re, sys
+distributions = importlib.metadata.packages_distributions()
+found = {}
+for top in json.loads(sys.argv[1]):
+    for dist in distributions.get(top, []):
+        found.setdefault(top, []).append([re.sub(r"[-_.]+", "-", dist).lower(), importlib.metadata.version(dist)])
+print(json.dumps(found))
+'''
+
+
+def test_python_backend_models_import_what_the_server_environment_has_at_its_pins(triton_server_env):
+    files = sorted(SERVER_SIDE.glob("*_model.py"))
+    imports = third_party_imports(files)
+    assert {"numpy", "onnxruntime", "triton_python_backend_utils"} <= set(imports)
+    # the stub puts the backend's folder (triton_python_backend_utils) and the model's folder on sys.path
+    backend = Path(triton_server_env.server_dir) / "backends" / "python"
+    python = Path(triton_server_env.root) / "bin" / "python3"
+    env = {"PYTHONPATH": f"{backend}:{SERVER_SIDE}", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([str(python), "-c", RESOLVE, json.dumps({m: sorted(n) for m, n in imports.items()})],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    failures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not failures, "\n".join(failures)
+    tops = sorted({m.split(".")[0] for m in imports} - {"triton_python_backend_utils"})
+    proc = subprocess.run([str(python), "-c", SERVER_PINS, json.dumps(tops)], capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    installed = json.loads(proc.stdout.strip().splitlines()[-1])
+    pinned = pins(("requirements-triton.txt",))
+    for top in tops:
+        matches = [(dist, version) for dist, version in installed.get(top, []) if dist in pinned]
+        assert matches, f"{top}: not pinned in requirements-triton.txt ({installed.get(top)})"
+        assert matches[0][1] == pinned[matches[0][0]], f"{top}: {matches[0]} installed, {pinned[matches[0][0]]} pinned"

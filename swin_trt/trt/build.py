@@ -299,6 +299,8 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
     network = builder.network
     outputs = {network.get_output(i).name: dtype_name(network.get_output(i).dtype) for i in range(network.num_outputs)}
     inputs = {network.get_input(i).name: dtype_name(network.get_input(i).dtype) for i in range(network.num_inputs)}
+    # -1 where the dimension follows the batch (what a Triton config declares: swin_trt/serving/repository.py)
+    output_shapes = {network.get_output(i).name: list(network.get_output(i).shape) for i in range(network.num_outputs)}
     # what the strongly typed network stores per image and computes in (trt/network_plan.py), parsed at batch 1
     summary = precision_plan(onnx_file, trt_backend, 1, model or onnx.load(onnx_file)).summary()
     del summary["source"]
@@ -310,7 +312,7 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
         "onnx_file": os.path.abspath(onnx_file), "onnx_sha256": file_sha256(onnx_file), "mode": mode,
         "converted_to_fp16": bool(convert), "fp16_keep_fp32_ops": list(fp16_keep_fp32_ops) if convert else [],
         "graph_precision": precision.summary(), "profile": profile.as_dict(), "shapes": shapes,
-        "inputs": inputs, "outputs": outputs, "backend": trt_backend.name, "module": trt_backend.module_name,
+        "inputs": inputs, "outputs": outputs, "output_shapes": output_shapes, "backend": trt_backend.name, "module": trt_backend.module_name,
         "version": trt_backend.version, "gpu": cuda_device_summary(), "build_targets": builder.build_targets(),
         "strongly_typed": True, "tf32": builder.tf32, "require_user_allocation": builder.require_user_allocation,
         "precision_summary": summary,
