@@ -148,6 +148,47 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
+def fit_window(resolution: Tuple[int, int], window_size: int, shift_size: int) -> Tuple[int, int]:
+    """(window, shift) of a block on a ``resolution`` grid: a grid that fits in one window takes no partition and no
+    shift (as the original); otherwise the grid must split into whole windows.
+
+    Raises:
+        ValueError: the shift is not in [0, window) or the grid is not a whole number of windows.
+    """
+    if min(resolution) <= window_size:
+        window_size, shift_size = min(resolution), 0
+    if not 0 <= shift_size < window_size:
+        raise ValueError(f"shift_size {shift_size} must be in [0, window_size {window_size})")
+    if resolution[0] % window_size or resolution[1] % window_size:
+        raise ValueError(f"token grid {tuple(resolution)} is not divisible by window size {window_size}")
+    return window_size, shift_size
+
+
+def shifted_window_pass(x: torch.Tensor, attn: nn.Module, resolution: Tuple[int, int], window_size: int,
+                        shift_size: int, mask: Optional[torch.Tensor], channels: int) -> torch.Tensor:
+    """Tokens through (shifted-)window attention: roll, partition, ``attn``, reverse, roll back.
+
+    Args:
+        x: tokens with shape (B, H*W, C).
+        attn: the window attention, called as ``attn(windows, mask=mask)``.
+        resolution, window_size, shift_size, channels: static for the block.
+        mask: the shifted-window mask (nW, N, N) or None.
+
+    Returns:
+        tokens with shape (B, H*W, C).
+    """
+    H, W = resolution
+    C = channels
+    if shift_size:
+        x = torch.roll(x.reshape(-1, H, W, C), shifts=(-shift_size, -shift_size), dims=(1, 2))  # B, H, W, C
+    x = window_partition(x, (H, W), window_size, C)  # B*nW, ws*ws, C
+    x = attn(x, mask=mask)  # B*nW, ws*ws, C
+    x = window_reverse(x, (H, W), window_size, C)  # B, H, W, C
+    if shift_size:
+        x = torch.roll(x, shifts=(shift_size, shift_size), dims=(1, 2))  # B, H, W, C
+    return x.reshape(-1, H * W, C)  # B, H*W, C
+
+
 class SwinTransformerBlock(nn.Module):
     """(Shifted-)window attention block: LN → W-MSA → add → LN → MLP → add.
 
@@ -166,13 +207,7 @@ class SwinTransformerBlock(nn.Module):
         super().__init__()
         self.dim = dim
         self.input_resolution = tuple(input_resolution)
-        if min(self.input_resolution) <= window_size:
-            # the grid fits in one window: no partition, no shift (as the original)
-            window_size, shift_size = min(self.input_resolution), 0
-        if not 0 <= shift_size < window_size:
-            raise ValueError(f"shift_size {shift_size} must be in [0, window_size {window_size})")
-        if self.input_resolution[0] % window_size or self.input_resolution[1] % window_size:
-            raise ValueError(f"token grid {self.input_resolution} is not divisible by window size {window_size}")
+        window_size, shift_size = fit_window(self.input_resolution, window_size, shift_size)
         self.window_size = window_size
         self.shift_size = shift_size
         H, W = self.input_resolution
@@ -192,16 +227,8 @@ class SwinTransformerBlock(nn.Module):
         """x: tokens with shape (B, H*W, C); returns the same shape."""
         H, W = self.input_resolution
         C = self.dim
-        shortcut = x
-        x = self.norm1(x)
-        if self.shift_size:
-            x = torch.roll(x.reshape(-1, H, W, C), shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))  # B, H, W, C
-        x = window_partition(x, (H, W), self.window_size, C)  # B*nW, ws*ws, C
-        x = self.attn(x, mask=self.attn_mask)  # B*nW, ws*ws, C
-        x = window_reverse(x, (H, W), self.window_size, C)  # B, H, W, C
-        if self.shift_size:
-            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))  # B, H, W, C
-        x = self.attn_residual_quantizer(shortcut) + self.drop_path(x.reshape(-1, H * W, C))  # B, H*W, C
+        x = self.attn_residual_quantizer(x) + self.drop_path(shifted_window_pass(
+            self.norm1(x), self.attn, (H, W), self.window_size, self.shift_size, self.attn_mask, C))  # B, H*W, C
         return self.mlp_residual_quantizer(x) + self.drop_path(self.mlp(self.norm2(x)))  # B, H*W, C
 
 

@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
-from swin_trt.models.swin_transformer import (PatchMerging, SwinClassifier, merge_patches, relative_position_index,
-                                              shifted_window_mask, window_partition, window_reverse)
+from swin_trt.models.swin_transformer import (PatchMerging, SwinClassifier, fit_window, merge_patches,
+                                              relative_position_index, shifted_window_mask, shifted_window_pass)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # the logit scale is clamped to at most 100
 BIAS_RANGE = 16.0  # the position bias is 16 · sigmoid(.), in (0, 16)
@@ -170,13 +170,7 @@ class SwinTransformerV2Block(nn.Module):
         super().__init__()
         self.dim = dim
         self.input_resolution = tuple(input_resolution)
-        if min(self.input_resolution) <= window_size:
-            # the grid fits in one window: no partition, no shift (as the original)
-            window_size, shift_size = min(self.input_resolution), 0
-        if not 0 <= shift_size < window_size:
-            raise ValueError(f"shift_size {shift_size} must be in [0, window_size {window_size})")
-        if self.input_resolution[0] % window_size or self.input_resolution[1] % window_size:
-            raise ValueError(f"token grid {self.input_resolution} is not divisible by window size {window_size}")
+        window_size, shift_size = fit_window(self.input_resolution, window_size, shift_size)
         self.window_size = window_size
         self.shift_size = shift_size
         H, W = self.input_resolution
@@ -197,16 +191,8 @@ class SwinTransformerV2Block(nn.Module):
         """x: tokens with shape (B, H*W, C); returns the same shape."""
         H, W = self.input_resolution
         C = self.dim
-        shortcut = x
-        x = x.reshape(-1, H, W, C)  # B, H, W, C
-        if self.shift_size:
-            x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))  # B, H, W, C
-        x = window_partition(x, (H, W), self.window_size, C)  # B*nW, ws*ws, C
-        x = self.attn(x, mask=self.attn_mask)  # B*nW, ws*ws, C
-        x = window_reverse(x, (H, W), self.window_size, C)  # B, H, W, C
-        if self.shift_size:
-            x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))  # B, H, W, C
-        x = self.attn_residual_quantizer(shortcut) + self.drop_path(self.norm1(x.reshape(-1, H * W, C)))  # B, H*W, C
+        attended = shifted_window_pass(x, self.attn, (H, W), self.window_size, self.shift_size, self.attn_mask, C)
+        x = self.attn_residual_quantizer(x) + self.drop_path(self.norm1(attended))  # B, H*W, C
         return self.mlp_residual_quantizer(x) + self.drop_path(self.norm2(self.mlp(x)))  # B, H*W, C
 
 
