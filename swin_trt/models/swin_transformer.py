@@ -81,7 +81,54 @@ def shifted_window_mask(resolution: Tuple[int, int], window_size: int, shift_siz
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
 
-class WindowAttention(nn.Module):
+class WindowAttentionBase(nn.Module):
+    """What the window attentions of Swin V1 and V2 share: their shape, the softmax·v half with the quantizer slots of
+    both matmuls, and the output projection. Subclasses compute the logits.
+
+    Args:
+        dim: channels.
+        window_size: window side in tokens.
+        num_heads: attention heads.
+        num_windows: windows per image (static for the config).
+    """
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, num_windows: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window_size = (window_size, window_size)
+        self.num_heads = num_heads
+        self.num_windows = num_windows
+
+    def add_output_layers(self, attn_drop: float, proj_drop: float) -> None:
+        """Dropouts, softmax, output projection and the quantizer slots at the inputs of q·kᵀ and attn·v (called by
+        the subclass after its qkv, so modules keep the original's order)."""
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(self.dim, self.dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.softmax = nn.Softmax(dim=-1)
+        self.q_bmm_quantizer: nn.Module = nn.Identity()
+        self.k_bmm_quantizer: nn.Module = nn.Identity()
+        self.attn_bmm_quantizer: nn.Module = nn.Identity()
+        self.v_bmm_quantizer: nn.Module = nn.Identity()
+
+    def attend(self, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """softmax(logits) · v, projected.
+
+        Args:
+            attn: logits with shape (B*nW, nH, N, N), bias and mask added.
+            v: values with shape (B*nW, nH, N, hd).
+
+        Returns:
+            windows with shape (B*nW, N, C).
+        """
+        N, C = self.window_size[0] * self.window_size[1], self.dim
+        attn = self.attn_drop(self.softmax(attn))
+        x = self.attn_bmm_quantizer(attn) @ self.v_bmm_quantizer(v)  # B*nW, nH, N, hd
+        x = x.transpose(1, 2).reshape(-1, N, C)  # B*nW, N, C
+        return self.proj_drop(self.proj(x))
+
+
+class WindowAttention(WindowAttentionBase):
     """Multi-head self-attention inside windows, with relative position bias.
 
     Args:
@@ -96,25 +143,13 @@ class WindowAttention(nn.Module):
 
     def __init__(self, dim: int, window_size: int, num_heads: int, num_windows: int, qkv_bias: bool = True,
                  qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.dim = dim
-        self.window_size = (window_size, window_size)
-        self.num_heads = num_heads
-        self.num_windows = num_windows
+        super().__init__(dim, window_size, num_heads, num_windows)
         head_dim = dim // num_heads
         self.scale = qk_scale or head_dim ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.softmax = nn.Softmax(dim=-1)
-        # quantizer slots at the inputs of q @ k^T and attn @ v
-        self.q_bmm_quantizer: nn.Module = nn.Identity()
-        self.k_bmm_quantizer: nn.Module = nn.Identity()
-        self.attn_bmm_quantizer: nn.Module = nn.Identity()
-        self.v_bmm_quantizer: nn.Module = nn.Identity()
+        self.add_output_layers(attn_drop, proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def relative_position_bias(self) -> torch.Tensor:
@@ -142,10 +177,7 @@ class WindowAttention(nn.Module):
         else:
             attn = attn.reshape(-1, self.num_windows, nH, N, N) + (mask.unsqueeze(1) + bias)  # B, nW, nH, N, N
             attn = attn.reshape(-1, nH, N, N)  # B*nW, nH, N, N
-        attn = self.attn_drop(self.softmax(attn))
-        x = self.attn_bmm_quantizer(attn) @ self.v_bmm_quantizer(v)  # B*nW, nH, N, hd
-        x = x.transpose(1, 2).reshape(-1, N, C)  # B*nW, N, C
-        return self.proj_drop(self.proj(x))
+        return self.attend(attn, v)
 
 
 def fit_window(resolution: Tuple[int, int], window_size: int, shift_size: int) -> Tuple[int, int]:

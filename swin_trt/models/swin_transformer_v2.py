@@ -24,8 +24,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
-from swin_trt.models.swin_transformer import (PatchMerging, SwinClassifier, fit_window, merge_patches,
-                                              relative_position_index, shifted_window_mask, shifted_window_pass)
+from swin_trt.models.swin_transformer import (PatchMerging, SwinClassifier, WindowAttentionBase, fit_window,
+                                              merge_patches, relative_position_index, shifted_window_mask,
+                                              shifted_window_pass)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # the logit scale is clamped to at most 100
 BIAS_RANGE = 16.0  # the position bias is 16 · sigmoid(.), in (0, 16)
@@ -57,7 +58,7 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return x / in_dtype_of(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_EPS), x)
 
 
-class WindowAttentionV2(nn.Module):
+class WindowAttentionV2(WindowAttentionBase):
     """Scaled cosine attention inside windows, with the continuous (MLP) relative position bias.
 
     Args:
@@ -72,12 +73,8 @@ class WindowAttentionV2(nn.Module):
 
     def __init__(self, dim: int, window_size: int, num_heads: int, num_windows: int, qkv_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, pretrained_window_size: int = 0) -> None:
-        super().__init__()
-        self.dim = dim
-        self.window_size = (window_size, window_size)
+        super().__init__(dim, window_size, num_heads, num_windows)
         self.pretrained_window_size = pretrained_window_size
-        self.num_heads = num_heads
-        self.num_windows = num_windows
         self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
         self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True),
                                      nn.Linear(512, num_heads, bias=False))
@@ -92,15 +89,7 @@ class WindowAttentionV2(nn.Module):
             self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
         else:
             self.q_bias = self.v_bias = self.k_bias = None
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.softmax = nn.Softmax(dim=-1)
-        # quantizer slots at the inputs of q̂ @ k̂^T (after the normalisation, values in [-1, 1]) and attn @ v
-        self.q_bmm_quantizer: nn.Module = nn.Identity()
-        self.k_bmm_quantizer: nn.Module = nn.Identity()
-        self.attn_bmm_quantizer: nn.Module = nn.Identity()
-        self.v_bmm_quantizer: nn.Module = nn.Identity()
+        self.add_output_layers(attn_drop, proj_drop)  # q̂ and k̂ are quantized after the normalisation, in [-1, 1]
         self._frozen: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     def logit_scale_and_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -145,10 +134,7 @@ class WindowAttentionV2(nn.Module):
         else:
             attn = attn.reshape(-1, self.num_windows, nH, N, N) * in_dtype_of(scale, attn)  # B, nW, nH, N, N
             attn = (attn + in_dtype_of(mask.unsqueeze(1) + bias, attn)).reshape(-1, nH, N, N)  # B*nW, nH, N, N
-        attn = self.attn_drop(self.softmax(attn))
-        x = self.attn_bmm_quantizer(attn) @ self.v_bmm_quantizer(v)  # B*nW, nH, N, hd
-        x = x.transpose(1, 2).reshape(-1, N, C)  # B*nW, N, C
-        return self.proj_drop(self.proj(x))
+        return self.attend(attn, v)
 
 
 class SwinTransformerV2Block(nn.Module):
