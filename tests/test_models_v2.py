@@ -198,3 +198,10 @@ def test_v2_tiny_int8_graph_stores_fewer_bytes_than_fp16_with_no_more_fp32_layer
     assert int8["bytes"] < 0.9 * fp16["bytes"], (int8["bytes"], fp16["bytes"])
     assert int8["fp32_compute_layers"] <= fp16["fp32_compute_layers"]
     assert int8["gemms"]["linear"] == {"INT8": 52} and int8["gemms"]["attention"] == {"INT8": 24}
+
+
+def test_an_architecture_the_model_cannot_take_is_one_sentence():
+    with pytest.raises(UserError, match=r"describes no swinv2 model \(PRETRAINED_WINDOW_SIZES .* one entry per stage"):
+        build_model(get_config(MICRO_V2_CFG, ["MODEL.SWINV2.PRETRAINED_WINDOW_SIZES", "[12, 12, 12, 6]"]))
+    with pytest.raises(UserError, match=r"not divisible by window size 3\): check DATA\.IMG_SIZE"):
+        build_model(get_config(MICRO_V2_CFG, ["MODEL.SWINV2.WINDOW_SIZE", "3"]))

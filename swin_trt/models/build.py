@@ -6,13 +6,28 @@ import logging
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from swin_trt.config import model_node
+from swin_trt.config import MODEL_NODES, model_node
+from swin_trt.errors import UserError
 
 _LOG = logging.getLogger("swin")
 
 
 def build_model(config: CfgNode) -> nn.Module:
-    """The model that ``config.MODEL.TYPE`` names (``swin``, ``swinv2``, ``swin_mlp``), with random weights."""
+    """The model that ``config.MODEL.TYPE`` names (``swin``, ``swinv2``, ``swin_mlp``), with random weights.
+
+    Raises:
+        UserError: unknown MODEL.TYPE, or an architecture the model cannot take (a grid that does not split into
+            windows, an odd grid before a PatchMerging, PRETRAINED_WINDOW_SIZES not one per stage), in one sentence.
+    """
+    try:
+        return _build(config)
+    except ValueError as err:  # the models check their own shapes; here they become the user's config mistake
+        node = MODEL_NODES.get(config.MODEL.TYPE, "SWIN")
+        raise UserError(f"config {config.MODEL.NAME} describes no {config.MODEL.TYPE} model ({err}): check "
+                        f"DATA.IMG_SIZE and MODEL.{node}.PATCH_SIZE, WINDOW_SIZE, DEPTHS and the per-stage lists.") from None
+
+
+def _build(config: CfgNode) -> nn.Module:
     s = model_node(config)  # one sentence for an unknown MODEL.TYPE
     common = dict(img_size=config.DATA.IMG_SIZE, patch_size=s.PATCH_SIZE, in_chans=s.IN_CHANS,
                   num_classes=config.MODEL.NUM_CLASSES, embed_dim=s.EMBED_DIM, depths=tuple(s.DEPTHS),

@@ -118,11 +118,11 @@ class WindowAttentionV2(WindowAttentionBase):
         """
         N, C = self.window_size[0] * self.window_size[1], self.dim
         nH = self.num_heads
-        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias)) if self.q_bias is not None else None
+        qkv_bias = torch.cat((self.q_bias, self.k_bias, self.v_bias)) if self.q_bias is not None else None
         if type(self.qkv) is nn.Linear:  # one GEMM with its bias, as F.linear fuses it
-            qkv = F.linear(x, self.qkv.weight, bias)  # B*nW, N, 3C
+            qkv = F.linear(x, self.qkv.weight, qkv_bias)  # B*nW, N, 3C
         else:  # ModelOpt's QuantLinear quantizes its input and weight in its own forward
-            qkv = self.qkv(x) if bias is None else self.qkv(x) + bias  # B*nW, N, 3C
+            qkv = self.qkv(x) if qkv_bias is None else self.qkv(x) + qkv_bias  # B*nW, N, 3C
         qkv = qkv.reshape(-1, N, 3, nH, C // nH).permute(2, 0, 3, 1, 4)  # 3, B*nW, nH, N, hd
         q, k, v = qkv.unbind(0)  # B*nW, nH, N, hd
         q = self.q_bmm_quantizer(l2_normalize(q))
