@@ -22,6 +22,7 @@ from swin_trt.logs import create_logger
 from swin_trt.onnx_tools.export import INPUT_NAME, PLAIN_PRECISIONS
 from swin_trt.onnx_tools.export_flow import check_inputs, export_config_model, make_config, output_path
 from swin_trt.onnx_tools.verify import ExportCheckError, check_table_row
+from swin_trt.out_of_memory import out_of_memory_guard
 from swin_trt.tables import format_table
 
 
@@ -47,7 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check_inputs(args, config)
     path = output_path(config, args.precision, args.output)
     try:
-        report = export_config_model(config, path, args.precision, check_on_val=bool(args.data_path))
+        with out_of_memory_guard(config.DATA.BATCH_SIZE):
+            report = export_config_model(config, path, args.precision, check_on_val=bool(args.data_path))
     except ExportCheckError as err:
         print(f"error: {err} The file was not written.", file=sys.stderr)
         return 1

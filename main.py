@@ -16,6 +16,7 @@ import argparse
 from swin_trt import cli
 from swin_trt.errors import run_main
 from swin_trt.files import write_json
+from swin_trt.out_of_memory import out_of_memory_guard
 from swin_trt.tables import format_table
 from swin_trt.training.session import check_inputs, make_config, run_session
 
@@ -44,7 +45,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     config = make_config(args)
     check_inputs(args, config)
-    metrics, rank = run_session(config, args.device, args.compile)
+    with out_of_memory_guard(config.DATA.BATCH_SIZE):
+        metrics, rank = run_session(config, args.device, args.compile)
     if rank == 0:
         print(format_table([metrics]))
         if args.output_json:

@@ -29,6 +29,7 @@ import time
 from typing import Optional, Sequence
 
 from swin_trt.errors import UserError, run_main
+from swin_trt.files import make_folder
 from swin_trt.pipeline import plan, run
 from swin_trt.tables import format_table
 from swin_trt.validation import check_args, require_checkpoint
@@ -57,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not args.dry_run:
         # the folders the steps write into; each step makes its own files (and make_digits its own folder)
         for folder in (args.weights, os.path.join(args.results, "accuracy")):
-            os.makedirs(folder, exist_ok=True)
+            make_folder(folder)
     start = time.perf_counter()
     summary = run(steps, args.force, args.dry_run)
     print(format_table(summary))

@@ -34,6 +34,7 @@ from swin_trt.errors import run_main
 from swin_trt.files import write_json
 from swin_trt.onnx_tools.export import PRECISIONS
 from swin_trt.onnx_tools.verify import ExportCheckError
+from swin_trt.out_of_memory import out_of_memory_guard
 from swin_trt.quant.flow import FlowOptions, check_inputs, make_config, run_quant_session
 from swin_trt.quant.placement import format_placement, placement_table
 from swin_trt.quant.quantize import CALIB_METHODS, FORMATS
@@ -77,7 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check_inputs(args, config)
     options = FlowOptions(args.quantize, args.output, args.skip_fp32_eval, args.check_onnx)
     try:
-        result, rank = run_quant_session(config, options, args.device)
+        with out_of_memory_guard(config.DATA.BATCH_SIZE):
+            result, rank = run_quant_session(config, options, args.device)
     except ExportCheckError as err:
         print(f"error: {err} The ONNX file was not written; the quantized checkpoints in {args.output} are kept "
               "(swin_quant_flow.py --resume CHECKPOINT exports again).", file=sys.stderr)

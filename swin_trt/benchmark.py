@@ -12,6 +12,7 @@ import torch
 
 from swin_trt.errors import UserError
 from swin_trt.files import require_file
+from swin_trt.out_of_memory import is_out_of_memory, out_of_memory_error
 from swin_trt.timing import cpu_median_ms, cuda_images_per_s
 
 _LOG = logging.getLogger("swin")
@@ -228,7 +229,9 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
     """Time every (backend, precision) at every batch size.
 
     Returns one dict per cell; a row that cannot run here (or means nothing here: :func:`pytorch_skip_reason`) is
-    one dict with ``batch`` None and the reason. PyTorch is not asked for INT8/FP8 rows (logged, no dict).
+    one dict with ``batch`` None and the reason. PyTorch is not asked for INT8/FP8 rows (logged, no dict). A batch
+    that runs out of GPU memory is one cell with ``out_of_memory`` True and the sentence as ``reason``; the row's
+    larger batch sizes are not tried (their columns stay empty).
     """
     from swin_trt.models import build_model, load_weights
 
@@ -270,14 +273,21 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
                     if timed.limits and not timed.limits[0] <= batch <= timed.limits[1]:
                         results.append(dict(cell, note="outside profile"))
                         continue
-                    images = torch.randn((batch,) + shape, device=timed.device).to(timed.dtype)
                     try:
+                        images = torch.randn((batch,) + shape, device=timed.device).to(timed.dtype)
                         rate = cell_images_per_s(lambda: timed.run(images), batch, timed.device, warmup, iters,
                                                  repeats, max_seconds)
-                    except torch.cuda.OutOfMemoryError:
-                        torch.cuda.empty_cache()
-                        results.append(dict(cell, note="out of memory"))
-                        continue
+                    except Exception as err:  # out of GPU memory: this cell and the row's larger batches are not run
+                        if not is_out_of_memory(err):
+                            raise
+                        images = None
+                        if torch.cuda.is_available():
+                            torch.cuda.empty_cache()
+                        sentence = str(out_of_memory_error(err, batch, "--batch-sizes"))
+                        _LOG.error("%s: %s", column, sentence)
+                        results.append(dict(cell, note=f"not run: out of GPU memory at batch {batch}",
+                                            reason=sentence, out_of_memory=True))
+                        break
                     results.append(dict(cell, ms_per_batch=batch / rate * 1e3, images_per_s=rate))
                     _LOG.info("%s batch %d: %.0f images/s", column, batch, rate)
     return results

@@ -61,7 +61,9 @@ def format_markdown(results: Sequence[Dict[str, Any]], batch_sizes: Optional[Seq
     table: the rows are listed under it with their reason."""
     rates = _rates(results)
     labels = [label for label in dict.fromkeys(r["column"] for r in results) if label in rates]
+    # a batch no row measured is still a column when a cell says why it did not run there (out of GPU memory)
     measured_batches = {b for per_row in rates.values() for b in per_row}
+    measured_batches |= {r["batch"] for r in results if str(r.get("note", "")).startswith("not run")}
     batches = [b for b in (batch_sizes or sorted(measured_batches)) if b in measured_batches]
     notes = {(r["column"], r.get("batch")): r.get("note", "") for r in results}
     ratios = speedups(results)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 
@@ -20,6 +22,13 @@ def require_file(path: str, what: str, hint: str = "check the path") -> str:
     return path
 
 
+def make_folder(path: str) -> str:
+    """``os.makedirs(path, exist_ok=True)``; a folder that cannot be made (read-only, full) ends in one sentence."""
+    with writing(path):
+        os.makedirs(path, exist_ok=True)
+    return path
+
+
 def require_parent_dir(path: str) -> str:
     """Return ``path`` if its folder exists, else raise a :class:`UserError`."""
     parent = os.path.dirname(os.path.abspath(path))
@@ -28,24 +37,82 @@ def require_parent_dir(path: str) -> str:
     return path
 
 
+# errors of a write that the user fixes (room, permissions), not bugs: what each means, for the sentence
+WRITE_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f)",
+    errno.EROFS: "the folder is on a read-only filesystem",
+    errno.EACCES: "the folder is not writable",
+    errno.EPERM: "the folder is not writable",
+}
+
+
+def _free_bytes(folder: str) -> Optional[int]:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+class WriteError(UserError):
+    """A write that failed for want of room or permission; ``errno`` says which (a key of :data:`WRITE_ERRORS`)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+def write_error(code: int, path: str, needed: Optional[int] = None) -> WriteError:
+    """The sentence for a failed write of ``path``: what went wrong, the bytes it needed where known, the fix."""
+    folder = os.path.dirname(os.path.abspath(path))
+    free = _free_bytes(folder) if code in (errno.ENOSPC, errno.EDQUOT) else None
+    sizes = ([f"it needed {needed:,} bytes"] if needed is not None else []) + (
+        [f"{free:,} bytes free"] if free is not None else [])
+    detail = f" ({', '.join(sizes)})" if sizes else ""
+    return WriteError(f"could not write {path}: {WRITE_ERRORS[code]}{detail}; nothing was left under that name: "
+                      f"free space or choose a writable folder for it.", code)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary name beside ``path``; rename it to ``path`` only on success."""
+def writing(path: str, needed: Optional[int] = None) -> Iterator[None]:
+    """Turn a failed write of ``path`` (disk full, quota, read-only, not writable) into a :class:`WriteError`.
+
+    A write of a temporary file inside (an inner ``writing``) is reported under ``path``, the name the user gave.
+    """
+    try:
+        yield
+    except WriteError as err:
+        raise write_error(err.errno, path, needed) from None
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        raise write_error(err.errno, path, needed) from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, needed: Optional[int] = None) -> Iterator[str]:
+    """Yield a temporary name beside ``path``; rename it to ``path`` only on success.
+
+    A write that fails for want of room or permission ends in one :class:`UserError` naming ``path`` (and
+    ``needed``, its size in bytes, when the caller knows it); the temporary file is removed in every case.
+    """
     require_parent_dir(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with writing(path, needed):
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, len(data)) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
 

@@ -8,6 +8,8 @@ import sys
 import warnings
 from typing import Any, Dict, Iterable, Optional, Tuple, Type, TypeVar
 
+from swin_trt.files import make_folder, writing
+
 T = TypeVar("T")
 
 # Warnings raised by code we call but a user of this toolkit cannot act on, by the module that raises them (and the
@@ -108,8 +110,10 @@ def create_logger(name: str = "swin", output_dir: Optional[str] = None, rank: in
         console.setFormatter(_ColorFormatter(fmt, datefmt) if sys.stdout.isatty() else logging.Formatter(fmt, datefmt))
         logger.addHandler(console)
     if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        fh = logging.FileHandler(os.path.join(output_dir, f"log_rank{rank}.txt"))
+        log_file = os.path.join(output_dir, f"log_rank{rank}.txt")
+        make_folder(output_dir)
+        with writing(log_file):
+            fh = logging.FileHandler(log_file)
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(logging.Formatter(fmt, datefmt))
         logger.addHandler(fh)

@@ -91,6 +91,56 @@ def small_digits(source: Path, target: Path, train_per_class: int, val_per_class
     return target
 
 
+# --- quantized exports through QAT (issue 24) ------------------------------------------------------------------------
+
+QAT_EPOCHS = 3  # QAT epochs every export is checked after
+
+
+def exports_through_qat(cfg: str, checkpoint: str, data, fmt: str, out, train_data) -> list:
+    """Calibrate ``checkpoint``, export (PTQ), then export again after each of ``QAT_EPOCHS`` QAT epochs (on
+    ``train_data``, a few images per class: real QAT steps at the config's learning rate, in seconds); returns each
+    export's report. Every export must pass its check (else ExportCheckError); the last is checked on val/ too."""
+    import torch
+
+    from swin_trt.config import get_config
+    from swin_trt.data import build_loader
+    from swin_trt.models import build_model, load_weights
+    from swin_trt.quant.calibrate import build_calib_loader, calibrate
+    from swin_trt.quant.export import export_quantized
+    from swin_trt.quant.finetune import QATFineTuner
+
+    config = get_config(cfg, ["QUANT.FORMAT", fmt, "DATA.DATA_PATH", str(data), "DATA.NUM_WORKERS", "0"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    load_weights(model, checkpoint)
+    calibration_images = build_calib_loader(config, config.QUANT.NUM_CALIB_BATCH, config.DATA.BATCH_SIZE)
+    calibrate(model, calibration_images, config, torch.device("cpu"))
+    val = build_loader(config, "val", shuffle=False, shard=False)
+    reports = [export_quantized(model, str(out / f"{fmt}_ptq.onnx"), config, fmt, calibration_images, dynamic_batch=True)]
+    train_config = get_config(cfg, ["DATA.DATA_PATH", str(train_data), "DATA.NUM_WORKERS", "0"])
+    tuner = QATFineTuner(model, model, build_loader(train_config, "train"), train_config, torch.device("cpu"), 1,
+                         QAT_EPOCHS)
+
+    def export_epoch(epoch: int, _) -> None:
+        model.eval()
+        reports.append(export_quantized(model, str(out / f"{fmt}_qat{epoch + 1}.onnx"), config, fmt, calibration_images,
+                                        dynamic_batch=True, val_loader=val if epoch + 1 == QAT_EPOCHS else None))
+        model.train()
+
+    tuner.run(0, export_epoch)
+    return reports
+
+
+def assert_all_passed(reports: list) -> None:
+    """Each export of :func:`exports_through_qat` passed within QUANT.CHECK_STEPS on its 64 calibration images."""
+    assert len(reports) == 1 + QAT_EPOCHS
+    for report in reports:
+        checked = report["checks"]["calibration"]
+        assert checked["images"] == 64 and checked["worst_steps"] <= 4.0 and checked["decisive_agreement"] == 1.0
+    val = reports[-1]["checks"]["val"]
+    assert val["images"] == 360 and val["worst_steps"] <= 4.0 and val["top1_agreement"] >= 0.99
+
+
 # --- ONNX export (issue 3) -------------------------------------------------------------------------------------------
 
 def build_with_trt_rtx(onnx_path) -> bytes:
@@ -204,9 +254,10 @@ def micro_int8_onnx(trained_micro, tmp_path_factory) -> Path:
     config = get_config(MICRO_CFG, DATA__DATA_PATH=str(trained_micro["data"]))
     model = build_model(config)
     load_weights(model, str(trained_micro["checkpoint"]))
-    calibrate(model, build_calib_loader(config, 4, 32), config, torch.device("cpu"))
+    calibration_images = build_calib_loader(config, 4, 32)
+    calibrate(model, calibration_images, config, torch.device("cpu"))
     path = tmp_path_factory.mktemp("int8_micro") / "swin_micro_digits_int8.onnx"
-    export_quantized(model, str(path), config, "int8", dynamic_batch=True)
+    export_quantized(model, str(path), config, "int8", calibration_images, dynamic_batch=True)
     return path
 
 
@@ -224,9 +275,10 @@ def tiny_int8_onnx(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = build_model(config)
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    calibrate(model, [(images, torch.zeros(2, dtype=torch.long))], config, torch.device("cpu"))
+    calibration_images = [(images, torch.zeros(2, dtype=torch.long))]
+    calibrate(model, calibration_images, config, torch.device("cpu"))
     path = tmp_path_factory.mktemp("int8_tiny") / "swin_tiny_int8.onnx"
-    export_quantized(model, str(path), config, "int8", dynamic_batch=True)
+    export_quantized(model, str(path), config, "int8", calibration_images, dynamic_batch=True)
     return path
 
 

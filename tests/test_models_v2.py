@@ -175,8 +175,9 @@ def v2_tiny_graphs(tmp_path_factory) -> dict:
     reports["fp16"] = save_checked(onnx.load(str(files["fp32"])), str(files["fp16"]), model, shape, "fp16",
                                    config.ONNX.FP16_KEEP_FP32_OPS)
     images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-    calibrate(model, [(images, torch.zeros(2, dtype=torch.long))], config, torch.device("cpu"))
-    export_quantized(model, str(files["int8"]), config, "int8", dynamic_batch=True)
+    calibration_images = [(images, torch.zeros(2, dtype=torch.long))]
+    calibrate(model, calibration_images, config, torch.device("cpu"))
+    reports["int8"] = export_quantized(model, str(files["int8"]), config, "int8", calibration_images, dynamic_batch=True)
     return {**files, "reports": reports}
 
 

@@ -353,7 +353,7 @@ def test_onnx_runtime_rounds_fp16_quantize_inputs_to_nearest_even(tmp_path):
 def test_fp8_export_writes_standard_fp8_qdq_that_onnx_runtime_checks(tmp_path):
     config, model = quantized_micro(["QUANT.FORMAT", "fp8"])
     path = tmp_path / "micro_fp8.onnx"
-    report = export_quantized(model, str(path), config, "fp8", dynamic_batch=True)
+    report = export_quantized(model, str(path), config, "fp8", random_batches(config), dynamic_batch=True)
     graph = onnx.load(str(path))
     ops = op_histogram(graph)
     assert not any(op.startswith("TRT_") for op in ops) and ops["QuantizeLinear"] >= len(enabled_quantizers(model))
@@ -361,12 +361,10 @@ def test_fp8_export_writes_standard_fp8_qdq_that_onnx_runtime_checks(tmp_path):
     zero_point_types = {zero_points[n.input[2]] for n in graph.graph.node if n.op_type == "QuantizeLinear"}
     assert zero_point_types == {onnx.TensorProto.FLOAT8E4M3FN}
     assert report["qdq"]["gemms"] == report["qdq"]["gemms_quantized"]
-    assert report["high_precision"] == "fp16" and report["checks"]["random"]["relative"] <= config.QUANT.ONNX_TOLERANCE
-    images = next(iter(random_batches(config, 1, seed=4)))[0]
-    with torch.no_grad():
-        reference = model(images).numpy()
-    logits = OrtPredictor(str(path), providers=["CPUExecutionProvider"]).run(images.numpy())
-    assert np.abs(logits - reference).max() <= config.QUANT.ONNX_TOLERANCE * np.abs(reference).max()
+    checked = report["checks"]["calibration"]
+    assert report["high_precision"] == "fp16" and checked["images"] == 16
+    assert checked["worst_steps"] <= config.QUANT.CHECK_STEPS and report["checks"]["structure"]["quantizers"] == len(
+        enabled_quantizers(model))
     assert len(build_with_trt_rtx(path)) > 0
 
 
@@ -375,7 +373,7 @@ def test_bf16_high_precision_graph_builds_with_tensorrt_rtx(tmp_path):
 
     config, model = quantized_micro(["QUANT.HIGH_PRECISION", "bf16"])
     path = tmp_path / "micro_int8_bf16.onnx"
-    report = export_quantized(model, str(path), config, "int8", dynamic_batch=True)
+    report = export_quantized(model, str(path), config, "int8", random_batches(config), dynamic_batch=True)
     assert report["checks"] == {}  # ONNX Runtime's CPU provider has no BF16 kernels: onnx.checker only
     precision = graph_precision(onnx.load(str(path)))
     assert precision.low_float == ("BF16",) and "int8" in precision.qdq

@@ -13,7 +13,7 @@ from swin_trt.models.swin_transformer_v2 import SwinTransformerV2Block
 from swin_trt.quant.placement import PLACEMENT_V2, enabled_sites, placement_table
 from swin_trt.quant.quantize import enabled_quantizers, quantize_model
 
-from conftest import REPO, build_with_trt_rtx, run_cmd
+from conftest import REPO, assert_all_passed, build_with_trt_rtx, exports_through_qat, run_cmd, small_digits
 
 MICRO_V2_CFG = str(REPO / "configs" / "swinv2_micro_digits.yaml")
 EPOCHS = 4  # enough for the tiny model to learn the digits well above chance, in seconds
@@ -90,3 +90,10 @@ def test_v2_quantizers_sit_where_its_placement_table_says():
                         ("attn_residual", "attn_residual_quantizer"), ("mlp_residual", "mlp_residual_quantizer")):
         assert sum(n.endswith(suffix) for n in names) == (blocks if row in on else 0), suffix
     assert placement_table("swinv2") is PLACEMENT_V2
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+def test_every_correct_v2_export_passes_ptq_and_after_each_qat_epoch(fmt, micro_v2, tmp_path):
+    train = small_digits(micro_v2["data"], tmp_path / "small", 24, 1)
+    assert_all_passed(exports_through_qat(MICRO_V2_CFG, str(micro_v2["checkpoint"]), micro_v2["data"], fmt, tmp_path,
+                                          train))

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from swin_trt.errors import UserError
-from swin_trt.trt.build import (BatchProfile, EngineBuilder, build_engine, load_timing_cache, register_profile,
-                                resolve_profile)
+from swin_trt.trt.build import build_engine, resolve_profile
+from swin_trt.trt.engine_builder import BatchProfile, EngineBuilder, load_timing_cache, register_profile
 from swin_trt.trt.metadata import file_sha256, metadata_path
 from swin_trt.trt.onnx_precision import check_mode, graph_mode, graph_precision
 

@@ -107,6 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         write_json(args.output_json, {"model": config.MODEL.NAME, "date": date, "torch": torch.__version__,
                                       "devices": devices, "weights": args.resume or "random",
                                       "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "results": results})
+    out_of_memory = [r["reason"] for r in results if r.get("out_of_memory")]
+    if out_of_memory:  # the measured cells are printed and written above; the run still ends as the user's mistake
+        raise UserError(out_of_memory[0])
 
 
 if __name__ == "__main__":

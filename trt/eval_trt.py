@@ -33,6 +33,7 @@ from swin_trt import cli
 from swin_trt.contract import Preprocessing, resolve_config
 from swin_trt.errors import UserError, run_main
 from swin_trt.files import write_json
+from swin_trt.out_of_memory import out_of_memory_guard
 from swin_trt.logs import create_logger
 from swin_trt.tables import format_table
 from swin_trt.trt.evaluate import check_engine_config, evaluate_engine, gpu_batches, load_reference_model
@@ -77,11 +78,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise UserError("no --data-path given: pass the folder that holds val/ (e.g. datasets/digits).")
     require_dataset(config.DATA.DATA_PATH, ["val"])
     check_engine_config(meta, config, args.resume)
-    engine = TRTEngine(args.resume, backend=args.backend, cuda_graph=args.cuda_graph)
-    model = load_reference_model(config, args.compare_checkpoint, engine.device) if args.compare_checkpoint else None
-    batches = gpu_batches(config, args.loader, engine.device, engine.inputs[0].dtype, config.DATA.BATCH_SIZE,
-                          args.num_workers)
-    metrics = evaluate_engine(engine, batches, model)
+    with out_of_memory_guard(config.DATA.BATCH_SIZE):
+        engine = TRTEngine(args.resume, backend=args.backend, cuda_graph=args.cuda_graph)
+        model = load_reference_model(config, args.compare_checkpoint, engine.device) if args.compare_checkpoint else None
+        batches = gpu_batches(config, args.loader, engine.device, engine.inputs[0].dtype, config.DATA.BATCH_SIZE,
+                              args.num_workers)
+        metrics = evaluate_engine(engine, batches, model)
     metrics.update(engine=args.resume, loader=args.loader, batch_size=config.DATA.BATCH_SIZE,
                    gpu=torch.cuda.get_device_name(engine.device), backend=engine.backend.describe())
     logger.info("Acc@1 %.3f Acc@5 %.3f on %d images", metrics["acc1"], metrics["acc5"], metrics["images"])

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from swin_trt.errors import UserError
+from swin_trt.files import make_folder, writing
 
 SIZE = 32
 VAL_FRACTION = 0.2
@@ -53,28 +54,29 @@ def write_digits(output: str, size: int = SIZE, seed: int = SEED) -> dict:
     if os.path.exists(output) and not os.path.isdir(output):
         raise UserError(f"{output} already exists and is not a folder: remove it or choose another --output.")
     parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
+    make_folder(parent)
     digits = load_digits()
     images = (digits.images / 16.0 * 255.0).clip(0, 255).astype(np.uint8)
     idx_train, idx_val = train_test_split(np.arange(len(images)), test_size=VAL_FRACTION, random_state=seed,
                                           stratify=digits.target)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", dir=parent)
-    try:
-        for split, indices in (("train", idx_train), ("val", idx_val)):
-            for i in indices:
-                folder = os.path.join(tmp, split, str(digits.target[i]))
-                os.makedirs(folder, exist_ok=True)
-                im = Image.fromarray(images[i], mode="L").resize((size, size), Image.BICUBIC).convert("RGB")
-                im.save(os.path.join(folder, f"{i:04d}.png"))
-        existing = os.path.exists(output)
-        if existing:
-            differ = _differences(tmp, output)
-            if differ:
-                raise UserError(f"{output} already exists and is not the digits dataset this command writes "
-                                f"({differ} file(s) missing, extra or different): remove it or choose another --output.")
-        else:
-            os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+    with writing(output):
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", dir=parent)
+        try:
+            for split, indices in (("train", idx_train), ("val", idx_val)):
+                for i in indices:
+                    folder = os.path.join(tmp, split, str(digits.target[i]))
+                    os.makedirs(folder, exist_ok=True)
+                    im = Image.fromarray(images[i], mode="L").resize((size, size), Image.BICUBIC).convert("RGB")
+                    im.save(os.path.join(folder, f"{i:04d}.png"))
+            existing = os.path.exists(output)
+            if existing:
+                differ = _differences(tmp, output)
+                if differ:
+                    raise UserError(f"{output} already exists and is not the digits dataset this command writes "
+                                    f"({differ} file(s) missing, extra or different): remove it or choose another --output.")
+            else:
+                os.replace(tmp, output)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
     return {"train": len(idx_train), "val": len(idx_val), "classes": 10, "existing": existing}

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 from swin_trt.data import build_loader
 from swin_trt.evaluation import evaluate
 from swin_trt.onnx_tools.runtime import OrtPredictor, default_providers
+from swin_trt.out_of_memory import out_of_memory_guard
 
 
 def evaluate_onnx(config, onnx_file: str, batch_size: Optional[int] = None, num_workers: Optional[int] = None,
@@ -20,6 +21,7 @@ def evaluate_onnx(config, onnx_file: str, batch_size: Optional[int] = None, num_
     predictor.check_config(config)
     loader = build_loader(config, "val", batch_size=batch_size or predictor.batch_size or config.DATA.BATCH_SIZE,
                           shuffle=False, num_workers=num_workers)
-    metrics = evaluate(predictor, loader, desc=f"onnxrt {os.path.basename(onnx_file)}", over_ranks=True)
+    with out_of_memory_guard(loader.batch_size):
+        metrics = evaluate(predictor, loader, desc=f"onnxrt {os.path.basename(onnx_file)}", over_ranks=True)
     metrics.update(onnx=onnx_file, providers=",".join(predictor.providers), batch_size=loader.batch_size)
     return metrics

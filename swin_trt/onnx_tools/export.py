@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import onnx
 import torch
@@ -22,7 +22,7 @@ from yacs.config import CfgNode
 
 from swin_trt.contract import Preprocessing, write_onnx_contract
 from swin_trt.errors import UserError
-from swin_trt.files import atomic_path, require_parent_dir
+from swin_trt.files import atomic_path, require_parent_dir, writing
 from swin_trt.models.constants import frozen_constants
 from swin_trt.onnx_tools.graph import io_dims, lean_graph, op_histogram, shape_op_count
 
@@ -94,7 +94,7 @@ def export_checked(model: nn.Module, path: str, contract: Preprocessing, batch_s
     require_parent_dir(path)
     start = time.perf_counter()
     channels, size = contract.input_size[:2]
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=os.path.dirname(os.path.abspath(path))) as folder:
+    with writing(path), tempfile.TemporaryDirectory(prefix=".export-", dir=os.path.dirname(os.path.abspath(path))) as folder:
         graph = lean_graph(export_onnx(model, os.path.join(folder, "raw.onnx"), img_size=size, batch_size=batch_size,
                                        dynamic_batch=dynamic_batch, opset=opset, in_chans=channels))
     exported = time.perf_counter() - start
@@ -112,7 +112,8 @@ def check_precision(precision: str) -> None:
 
 def save_checked(graph: onnx.ModelProto, path: str, model: nn.Module, contract: Preprocessing,
                  precision: str = "fp32", keep_fp32_ops: Sequence[str] = (), tolerance: Optional[float] = None,
-                 val_loader: Optional[Iterable] = None, min_top1_agreement: Optional[float] = None) -> Dict[str, Any]:
+                 val_loader: Optional[Iterable] = None, min_top1_agreement: Optional[float] = None,
+                 verify: Optional[Callable[[str], Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Write an exported FP32 graph (converted to FP16/BF16 first for those precisions) to ``path`` once it passes the checks.
 
     Args:
@@ -126,6 +127,9 @@ def save_checked(graph: onnx.ModelProto, path: str, model: nn.Module, contract: 
         tolerance: largest relative difference to PyTorch; by default :data:`onnx_tools.verify.TOLERANCE`.
         val_loader: labelled images for the top-1 agreement check, or None.
         min_top1_agreement: smallest top-1 agreement over ``val_loader`` (default 0.99).
+        verify: the check of the written file instead of :func:`onnx_tools.verify.verify_onnx` (its temporary path
+            in, the checks out; it raises ``ExportCheckError``): quantized graphs bring their own
+            (quant/export_check.py).
 
     Returns:
         report dict: path, precision, opset, nodes, shape_ops, ops (count per op type), io (dims),
@@ -149,10 +153,12 @@ def save_checked(graph: onnx.ModelProto, path: str, model: nn.Module, contract: 
         seconds[precision] = time.perf_counter() - start
     write_onnx_contract(graph, contract)
     input_shape = tuple(contract.input_size)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, graph.ByteSize()) as tmp:
         onnx.save(graph, tmp)
         start = time.perf_counter()
-        if precision in NO_ONNXRUNTIME:
+        if verify is not None and precision not in NO_ONNXRUNTIME:
+            checks = verify(tmp)
+        elif precision in NO_ONNXRUNTIME:
             check_graph(tmp, label=path)
             checks = {}
             _LOG.warning("%s: %s graph checked by onnx.checker only (ONNX Runtime cannot run it)", path, precision)

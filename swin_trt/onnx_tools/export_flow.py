@@ -11,7 +11,7 @@ from swin_trt import cli
 from swin_trt.config import get_config
 from swin_trt.contract import Preprocessing
 from swin_trt.errors import UserError
-from swin_trt.files import require_parent_dir
+from swin_trt.files import make_folder, require_parent_dir
 from swin_trt.models.build import model_with_weights
 from swin_trt.onnx_tools.export import default_onnx_path, export_checked
 from swin_trt.validation import check_args, check_config, require_checkpoint, require_dataset, require_modelopt_onnx
@@ -42,7 +42,7 @@ def output_path(config: CfgNode, precision: str, output: str = "") -> str:
     """``output``, or ``weights/<MODEL.NAME>[_fp16].onnx`` (its folder made); its folder must exist."""
     path = output or default_onnx_path(config, precision)
     if not output:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_folder(os.path.dirname(path))
     return require_parent_dir(path)
 
 

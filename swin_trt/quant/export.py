@@ -20,9 +20,11 @@ The steps, each a reason the engine can beat FP16:
    Under strong typing an FP32 Q/DQ graph would make TensorRT run everything
    between the GEMMs in FP32 and lose to the FP16 engine by construction.
    ``bf16`` likewise; ``fp32`` leaves the graph as exported (for debugging).
-4. The checks of :func:`onnx_tools.export.save_checked` against the
-   fake-quantized PyTorch model in ONNX Runtime (INT8 and FP8; BF16 graphs get
-   ``onnx.checker`` only, ONNX Runtime's CPU provider has no BF16 kernels).
+4. The checks of :mod:`quant.export_check` against the fake-quantized
+   PyTorch model in ONNX Runtime, on in-distribution images: every quantizer
+   as a Q/DQ pair with its scale, logits within ``QUANT.CHECK_STEPS``
+   quantization steps of the classifier's input (INT8 and FP8; BF16 graphs
+   get ``onnx.checker`` only, ONNX Runtime's CPU provider has no BF16 kernels).
 """
 from __future__ import annotations
 
@@ -36,10 +38,11 @@ from onnx import TensorProto, helper, version_converter
 from yacs.config import CfgNode
 
 from swin_trt.contract import Preprocessing, config_input_shape
-from swin_trt.files import require_parent_dir
+from swin_trt.files import require_parent_dir, writing
 from swin_trt.onnx_tools.export import check_precision, export_onnx, save_checked
 from swin_trt.onnx_tools.graph import lean_graph
 from swin_trt.onnx_tools.qdq_propagation import propagate_qdq
+from swin_trt.quant.export_check import check_batches, verify_quantized
 
 _LOG = logging.getLogger("swin")
 DEQUANTIZE_OPS = ("DequantizeLinear", "TRT_FP8DequantizeLinear")
@@ -110,12 +113,13 @@ def qdq_graph(model: nn.Module, path: str, config: CfgNode, fmt: str, batch_size
     input_shape = config_input_shape(config)
     folder = os.path.dirname(os.path.abspath(path))
     raw = os.path.join(folder, f".{os.path.basename(path)}.raw")
-    try:
-        graph = lean_graph(export_onnx(model, raw, img_size=input_shape[1], batch_size=batch_size,
-                                       dynamic_batch=dynamic_batch, opset=config.ONNX.OPSET, in_chans=input_shape[0]))
-    finally:
-        if os.path.exists(raw):
-            os.remove(raw)
+    with writing(path):
+        try:
+            graph = lean_graph(export_onnx(model, raw, img_size=input_shape[1], batch_size=batch_size,
+                                           dynamic_batch=dynamic_batch, opset=config.ONNX.OPSET, in_chans=input_shape[0]))
+        finally:
+            if os.path.exists(raw):
+                os.remove(raw)
     if fmt == "fp8":
         graph = standard_fp8_qdq(graph)
         if _opset(graph) < FP8_MOVE_OPSET:  # so FP8 Q/DQ can move through transposes and squeezes too
@@ -123,18 +127,22 @@ def qdq_graph(model: nn.Module, path: str, config: CfgNode, fmt: str, batch_size
     return propagate_qdq(graph)
 
 
-def export_quantized(model: nn.Module, path: str, config: CfgNode, fmt: str, batch_size: int = 1,
-                     dynamic_batch: bool = False, val_loader: Optional[Iterable] = None) -> Dict[str, Any]:
+def export_quantized(model: nn.Module, path: str, config: CfgNode, fmt: str, check_images: Iterable,
+                     batch_size: int = 1, dynamic_batch: bool = False,
+                     val_loader: Optional[Iterable] = None) -> Dict[str, Any]:
     """Export the fake-quantized ``model`` as a checked Q/DQ ONNX file at ``path`` (atomically; the model moves to the CPU).
 
     Args:
         model: quantized and calibrated model.
         path: destination .onnx file; its folder must exist.
-        config: ONNX.OPSET, ONNX.FP16_KEEP_FP32_OPS, QUANT.HIGH_PRECISION, QUANT.ONNX_TOLERANCE and the input shape.
+        config: ONNX.OPSET, ONNX.FP16_KEEP_FP32_OPS, QUANT.HIGH_PRECISION, QUANT.CHECK_STEPS,
+            QUANT.CHECK_IMAGES and the input shape.
         fmt: ``int8`` or ``fp8``.
+        check_images: in-distribution (images, labels) batches the graph is checked on: the calibration images
+            (at most QUANT.CHECK_IMAGES of them are used).
         batch_size: batch of the graph (the example batch with ``dynamic_batch``).
         dynamic_batch: symbolic batch dimension.
-        val_loader: labelled images on which ONNX Runtime must agree with PyTorch on >= 99% of top-1.
+        val_loader: labelled validation images, checked the same way (and >= 99% top-1 agreement overall).
 
     Returns:
         the export report (path, nodes, ops, checks...) with ``format``, ``high_precision`` and ``qdq``
@@ -148,8 +156,13 @@ def export_quantized(model: nn.Module, path: str, config: CfgNode, fmt: str, bat
     check_precision(high_precision)
     require_parent_dir(path)
     graph = qdq_graph(model, path, config, fmt, batch_size, dynamic_batch)
+    batches = check_batches(check_images, config.QUANT.CHECK_IMAGES)
+
+    def verify(tmp: str) -> Dict[str, Any]:
+        return verify_quantized(tmp, model, batches, config.QUANT.CHECK_STEPS, val_loader, label=path)
+
     report = save_checked(graph, path, model, Preprocessing.from_config(config), high_precision,
-                          config.ONNX.FP16_KEEP_FP32_OPS, config.QUANT.ONNX_TOLERANCE, val_loader)
+                          config.ONNX.FP16_KEEP_FP32_OPS, verify=verify)
     report.update(format=fmt, high_precision=high_precision, qdq=qdq_coverage(onnx.load(path)))
     return report
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -18,6 +17,7 @@ from swin_trt.config import get_config
 from swin_trt.data import build_loader
 from swin_trt.distributed import barrier, cleanup, init_distributed
 from swin_trt.errors import UserError
+from swin_trt.files import make_folder
 from swin_trt.evaluation import evaluate_model
 from swin_trt.logs import create_logger
 from swin_trt.models import build_model, load_weights
@@ -144,7 +144,7 @@ def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: 
     if not config.DATA.DATA_PATH:
         raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
     check_quant_options(config.QUANT.FORMAT, config.QUANT.CALIB_METHOD)
-    os.makedirs(options.output, exist_ok=True)
+    make_folder(options.output)
     val_loader = build_loader(config, "val")
     result: Dict[str, Any] = {"world_size": world_size}
     if options.quantize:
@@ -183,12 +183,15 @@ def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: 
 
 def export_stage(model: nn.Module, path: str, config: CfgNode, fmt: str, check_on_val: bool,
                  rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Export the Q/DQ file; with ``check_on_val`` add the ONNX Runtime accuracy as an ``onnxrt`` row.
+    """Export the Q/DQ file, checked on the calibration images (the same seeded pick as the calibration's); with
+    ``check_on_val`` also on all of val/, whose ONNX Runtime accuracy becomes an ``onnxrt`` row.
 
     Only rank 0 exports, so the check reads all of val/ itself (no shard, no collective).
     """
-    check_loader = build_loader(config, "val", shuffle=False, shard=False) if check_on_val else None
-    report = export_quantized(model, path, config, fmt, config.ONNX.BATCH_SIZE, config.ONNX.DYNAMIC_BATCH, check_loader)
+    calibration_images = build_calib_loader(config, config.QUANT.NUM_CALIB_BATCH, config.DATA.BATCH_SIZE)
+    val_loader = build_loader(config, "val", shuffle=False, shard=False) if check_on_val else None
+    report = export_quantized(model, path, config, fmt, calibration_images, config.ONNX.BATCH_SIZE,
+                              config.ONNX.DYNAMIC_BATCH, val_loader)
     if "val" in report["checks"]:
         val = report["checks"]["val"]
         rows.append({"stage": "onnxrt", "acc1": val["onnx_acc1"], "acc5": val["onnx_acc5"], "images": val["images"],

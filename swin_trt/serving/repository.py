@@ -29,7 +29,7 @@ import onnx
 
 from swin_trt.contract import Preprocessing, onnx_contract, resolve_config
 from swin_trt.errors import UserError
-from swin_trt.files import require_parent_dir
+from swin_trt.files import require_parent_dir, writing
 from swin_trt.serving.model_config import (CONFIG_FILE, ONNX_TYPES, TENSORRT_TYPES, Batching, TensorSpec,
                                            add_instances, base_config, ensemble_config, preferred_sizes,
                                            set_parameters, write_config)
@@ -224,21 +224,22 @@ def write_repository(onnx_file: str, output: str, engine_file: Optional[str] = N
 def _write_folder(output: str, models: Sequence[tuple], force: bool) -> None:
     """Write every ``(config, files)`` under a temporary folder beside ``output``, then rename it to ``output``."""
     parent = os.path.dirname(os.path.abspath(output))
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=parent)
     old = None
-    try:
-        for config, files in models:
-            version = os.path.join(tmp, config.name, "1")
-            os.makedirs(version)
-            for target, source in files.items():
-                shutil.copyfile(source, os.path.join(version, target))
-            write_config(os.path.join(tmp, config.name, CONFIG_FILE), config)
-        if force and os.path.exists(output):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old.", dir=parent)
-            os.rename(output, os.path.join(old, "repository"))
-        os.rename(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-        if old:
-            shutil.rmtree(old)
+    with writing(output):
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=parent)
+        try:
+            for config, files in models:
+                version = os.path.join(tmp, config.name, "1")
+                os.makedirs(version)
+                for target, source in files.items():
+                    shutil.copyfile(source, os.path.join(version, target))
+                write_config(os.path.join(tmp, config.name, CONFIG_FILE), config)
+            if force and os.path.exists(output):
+                old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old.", dir=parent)
+                os.rename(output, os.path.join(old, "repository"))
+            os.rename(tmp, output)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+            if old:
+                shutil.rmtree(old)

@@ -16,7 +16,7 @@ from swin_trt.data import build_loader, build_mixup
 from swin_trt.distributed import barrier, cleanup, init_distributed
 from swin_trt.errors import UserError
 from swin_trt.evaluation import evaluate_model
-from swin_trt.files import atomic_write_bytes
+from swin_trt.files import atomic_write_bytes, make_folder
 from swin_trt.logs import create_logger
 from swin_trt.models import build_model, load_weights
 from swin_trt.training.checkpoints import latest_checkpoint, save_final, save_training_checkpoint
@@ -113,7 +113,7 @@ def run_session(config: CfgNode, device_arg: str = "auto", compile_model: bool =
     device, rank, world_size = init_distributed(device_arg)
     try:
         output_dir = os.path.join(config.OUTPUT, config.MODEL.NAME, config.TAG)
-        os.makedirs(output_dir, exist_ok=True)
+        make_folder(output_dir)
         logger = create_logger("swin", output_dir, rank)
         random_seed(config.SEED, rank)
         if rank == 0:

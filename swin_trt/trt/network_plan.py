@@ -35,6 +35,7 @@ import onnx
 from swin_trt.errors import UserError
 from swin_trt.files import require_file
 from swin_trt.trt.backend import Backend, dtype_name
+from swin_trt.trt.engine_builder import EngineBuilder
 
 # bytes per element by TensorRT DataType member name
 DTYPE_BYTES = {"FLOAT": 4, "HALF": 2, "BF16": 2, "INT8": 1, "UINT8": 1, "FP8": 1, "INT32": 4, "INT64": 8,
@@ -68,8 +69,6 @@ def parse_network(onnx_file: str, backend: Backend, batch: int = 1, model: Optio
     Raises:
         UserError: missing file, or a graph the parser rejects.
     """
-    from swin_trt.trt.build import EngineBuilder
-
     if model is None:
         require_file(onnx_file, "ONNX file", "pass the path of a file written by export.py or swin_quant_flow.py")
         model = onnx.load(onnx_file)
