@@ -36,7 +36,9 @@ from swin_trt.onnx_tools.export import PRECISIONS
 from swin_trt.onnx_tools.verify import ExportCheckError
 from swin_trt.out_of_memory import out_of_memory_guard
 from swin_trt.quant.flow import FlowOptions, check_inputs, make_config, run_quant_session
+from swin_trt.quant.auto import format_rows
 from swin_trt.quant.placement import format_placement, placement_table
+from swin_trt.quant.sensitivity import BY, sensitivity_rows
 from swin_trt.quant.quantize import CALIB_METHODS, FORMATS
 from swin_trt.tables import format_table
 
@@ -47,7 +49,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--resume", help="plain checkpoint (with --quantize) or a quantized one to resume")
     cli.add_data(p, holds="train/ (calibration, QAT) and val/", batch="images per process and step")
     p.add_argument("--quantize", action="store_true", help="calibrate and fine-tune the plain checkpoint --resume")
-    p.add_argument("--format", choices=FORMATS, help="int8 (default) or fp8 (E4M3, Hopper and later)")
+    p.add_argument("--format", choices=FORMATS, help="int8 (default), fp8 (E4M3, Hopper and later) or auto (a format "
+                   "per module by ModelOpt's AutoQuantize within --effective-bits)")
+    p.add_argument("--effective-bits", type=float, help="auto: average weight bits, 8..16 (default QUANT.EFFECTIVE_BITS)")
     p.add_argument("--high-precision", choices=PRECISIONS,
                    help="type of the exported graph between its Q/DQ pairs (default QUANT.HIGH_PRECISION: fp16)")
     p.add_argument("--calib-method", choices=CALIB_METHODS, help="activation ranges (default QUANT.CALIB_METHOD)")
@@ -60,6 +64,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--check-onnx", action="store_true",
                    help="compare the ONNX file with PyTorch over all of val/ in ONNX Runtime (CPU; slow on ImageNet)")
     p.add_argument("--show-placement", action="store_true", help="print the quantizer placement table and exit")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="calibrate --resume (a plain checkpoint) once and measure each site alone and every site but "
+                        "one on val/ (no QAT, no export)")
+    p.add_argument("--sensitivity-by", choices=BY, default="row",
+                   help="sites: placement-table rows (default) or quantized modules (layers.2.blocks.3.mlp.fc1, ...)")
     p.add_argument("--disable-amp", "--disable_amp", dest="amp", action="store_false", default=None,
                    help="fine-tune in FP32 on GPU (default: FP16 autocast)")
     cli.add_device(p)
@@ -76,7 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(format_placement(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE)))
         return 0
     check_inputs(args, config)
-    options = FlowOptions(args.quantize, args.output, args.skip_fp32_eval, args.check_onnx)
+    options = FlowOptions(args.quantize, args.output, args.skip_fp32_eval, args.check_onnx,
+                          args.sensitivity_by if args.sensitivity else None)
     try:
         with out_of_memory_guard(config.DATA.BATCH_SIZE):
             result, rank = run_quant_session(config, options, args.device)
@@ -84,7 +94,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {err} The ONNX file was not written; the quantized checkpoints in {args.output} are kept "
               "(swin_quant_flow.py --resume CHECKPOINT exports again).", file=sys.stderr)
         return 1
+    if rank == 0 and args.sensitivity:
+        print(format_table(sensitivity_rows(result)))
+        if args.output_json:
+            write_json(args.output_json, result)
+        return 0
     if rank == 0:
+        if "module_formats" in result:
+            print(format_table(format_rows(result["module_formats"])))
         columns = ["stage", "acc1", "acc5", "loss", "images"]
         print(format_table(result["rows"], columns + ["top1_agreement"] * ("onnxrt" in [r["stage"] for r in result["rows"]])))
         for kind, path in result["files"].items():

@@ -132,18 +132,27 @@ _C.TEST.SEQUENTIAL = True  # accepted so that the original's YAML files load; un
 # Quantization (swin_quant_flow.py)
 # -----------------------------------------------------------------------------
 _C.QUANT = CN()
-_C.QUANT.FORMAT = "int8"  # int8 | fp8 (E4M3, Hopper and later)
+_C.QUANT.FORMAT = "int8"  # int8 | fp8 (E4M3, Hopper and later) | auto (a format per module: EFFECTIVE_BITS)
 _C.QUANT.CALIB_METHOD = "max"  # activation ranges: max | histogram (entropy) | percentile
 _C.QUANT.PERCENTILE = 99.99  # percentile for the percentile calibrator
 _C.QUANT.NUM_CALIB_BATCH = 4  # training batches seen by calibration
 _C.QUANT.FINETUNE_EPOCHS = 1  # QAT epochs after calibration
 _C.QUANT.FINETUNE_LR = 5e-6  # QAT learning rate for a total batch of 512, cosine to 0 (~1% of TRAIN.BASE_LR, Wu et al. 2020)
 _C.QUANT.DISABLED = []  # placement-table rows to switch off (see quant/placement.py)
+# modules left unquantized (fnmatch patterns over the model's module names, e.g. "layers.*.blocks.*.attn.qkv"): their
+# GEMMs get no Q/DQ and run in HIGH_PRECISION; swin_quant_flow.py --sensitivity --sensitivity-by layer says which hurt
+_C.QUANT.KEEP_HIGH_PRECISION = []
+# SmoothQuant's migration strength alpha, folded into the LayerNorm before each Linear (quant/smoothquant.py); 0 is off
+_C.QUANT.SMOOTH_ALPHA = 0.0
+# FORMAT auto: ModelOpt's AutoQuantize picks INT8, FP8 or high precision per Linear within this many weight bits on
+# average (8: every weight 8-bit; 16: none quantized); quant/auto.py
+_C.QUANT.EFFECTIVE_BITS = 9.0
 _C.QUANT.HIGH_PRECISION = "fp16"  # type between the Q/DQ pairs of the exported graph: fp16 | bf16 | fp32 (debugging only)
 # export check (quant/export_check.py), on in-distribution images: every logit of the Q/DQ graph within this many
 # quantization steps of the classifier's input of the fake-quantized model (FP16 between the pairs moves values
 # across rounding boundaries). Measured on the digits, PTQ and after 1-3 QAT epochs: at most 1.83 (V1) and 0.63 (V2)
 _C.QUANT.CHECK_STEPS = 4.0
+_C.QUANT.CHECK_FP16_FACTOR = 2.0  # ... plus this many times what PyTorch's own FP16 run of the model moves them
 _C.QUANT.CHECK_IMAGES = 64  # calibration images the export is checked on
 
 # -----------------------------------------------------------------------------

@@ -206,6 +206,10 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                                      "--quantize", "--dynamic-batch", "--output", weights, *bs,
                                                      "--output-json", quant_metrics],
                       [ckpt, train_data, val_data], [onnx["int8"], quant_metrics], quant_nodes))
+    sensitivity = os.path.join(results, "sensitivity.json")  # each placement row's harm, for the report
+    steps.append(step("sensitivity by row", [PY, "swin_quant_flow.py", *cfg, "--resume", ckpt, "--data-path", data,
+                                             "--sensitivity", *bs, "--output-json", sensitivity],
+                      [ckpt, train_data, val_data], [sensitivity], quant_nodes))
     for precision in ("fp32", "fp16", "int8"):
         out = os.path.join(acc, f"onnxrt_{precision}.json")
         steps.append(step(f"eval onnxrt {precision}", [PY, "trt/eval_onnxrt.py", *cfg, "--resume", onnx[precision],
@@ -249,7 +253,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                                "onnxrt_int8.json")] + list(trt_results.values())
     steps.append(step("report", [PY, "report.py", "--results", results, "--title", f"{name} deployment report",
                                  "--cfg", args.cfg, "--checkpoint", ckpt],
-                      accuracy + [quant_metrics, plans, bench, ckpt],
+                      accuracy + [quant_metrics, sensitivity, plans, bench, ckpt],
                       [os.path.join(results, "report.md"), os.path.join(results, "accuracy_vs_speed.png")]))
     return steps
 

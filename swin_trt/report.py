@@ -11,6 +11,8 @@ from swin_trt.benchmark_table import best_rates, format_markdown, speedups
 from swin_trt.errors import UserError
 from swin_trt.files import atomic_path, write_json
 from swin_trt.provenance import describe_machine, format_provenance, provenance
+from swin_trt.quant.recipes import recipe_table
+from swin_trt.quant.sensitivity import sensitivity_rows
 from swin_trt.report_plot import Point, save_plot
 from swin_trt.tables import format_table
 
@@ -185,6 +187,15 @@ def precision_plan_table(plan: Optional[Dict]) -> str:
     return format_table(comparison_rows([g["summary"] for g in graphs], labels))
 
 
+SENSITIVITY_NOTE = ("Each site of the placement table ({by}s) quantized in {format} alone, and every site but that one, on "
+                    "the model calibrated once (`swin_quant_flow.py --sensitivity`), sorted by harm: the sites that cost "
+                    "most on their own first. \"Δ alone\" is against FP32, \"Δ all but\" against every site quantized: "
+                    "what keeping that site in high precision (`QUANT.KEEP_HIGH_PRECISION`, `QUANT.DISABLED`) wins back.")
+RECIPES_NOTE = ("`benchmarks/quant_recipes.py`: each recipe's Q/DQ graph evaluated in ONNX Runtime on all of val/, its "
+                "matrix multiplies by precision and its activation bytes against the FP16 graph from the precision plan "
+                "(TensorRT-RTX's parse, a plan and not an engine), and the wall time of the quantization run.")
+
+
 def bench_rows(bench: Optional[Dict]) -> List[Dict]:
     """The cells trt/benchmark.py wrote (its ``--output-json``)."""
     return list((bench or {}).get("results") or [])
@@ -239,7 +250,16 @@ def write_report(results: str, title: str = "", cfg_file: Optional[str] = None, 
            "## Precision plan of each engine's graph", "", precision_plan_table(plan), ""]
     verdict = plan_verdict(plan)
     md += [verdict, ""] if verdict else []
-    md += [PLAN_NOTE, "", "## Provenance", "", format_provenance(origin), ""]
+    md += [PLAN_NOTE, ""]
+    sensitivity = load_result(results, "sensitivity.json")
+    if sensitivity and sensitivity.get("sensitivity"):
+        md += ["## Quantization sensitivity", "", SENSITIVITY_NOTE.format(**{"by": sensitivity.get("by", "row"),
+                                                                           "format": sensitivity.get("format", "int8")}),
+               "", format_table(sensitivity_rows(sensitivity)), ""]
+    recipes = load_result(results, "quant_recipes.json")
+    if recipes and recipes.get("recipes"):
+        md += ["## Quantization recipes", "", RECIPES_NOTE, "", format_table(recipe_table(recipes)), ""]
+    md += ["## Provenance", "", format_provenance(origin), ""]
     with atomic_path(os.path.join(results, "report.md")) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("\n".join(md))
@@ -247,7 +267,8 @@ def write_report(results: str, title: str = "", cfg_file: Optional[str] = None, 
     ratios = [{"row": label, "vs_fp16": ratio, "batch": batch}
               for label, (ratio, batch) in speedups(bench_rows(bench)).items()]
     report = {"provenance": origin, "reference_acc1": reference_acc1(rows), "accuracy": rows,
-              "precision_plan": summaries or plan, "throughput": bench, "speedup_vs_fp16": ratios}
+              "precision_plan": summaries or plan, "throughput": bench, "speedup_vs_fp16": ratios,
+              "sensitivity": sensitivity, "quant_recipes": recipes}
     write_json(os.path.join(results, "report.json"), report)
     save_plot(plot_points(rows, bench), reference_acc1(rows), os.path.join(results, "accuracy_vs_speed.png"),
               f"{title or 'Deployment report'}: Acc@1 against images/s", where)

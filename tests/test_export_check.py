@@ -14,7 +14,7 @@ from swin_trt.onnx_tools.verify import ExportCheckError
 from swin_trt.quant.calibrate import build_calib_loader, calibrate
 from swin_trt.quant.export import export_quantized
 from swin_trt.quant.export_check import (StepComparison, check_batches, compare_in_steps, enabled_quantizers,
-                                         logit_tolerance, verify_quantized)
+                                         head_step_unit, verify_quantized)
 
 from conftest import MICRO_CFG, assert_all_passed, exports_through_qat, small_digits
 
@@ -57,13 +57,14 @@ def test_a_corrupted_scale_is_refused_naming_its_quantizer_and_the_numbers_see_i
     bad = tmp_path / "bad_scale.onnx"
     onnx.save(graph, str(bad))
     with pytest.raises(ExportCheckError) as refused:
-        verify_quantized(str(bad), calibrated_micro["model"], calibrated_micro["images"], 4.0)
+        verify_quantized(str(bad), calibrated_micro["model"], calibrated_micro["images"], 4.0, 2.0)
     sentence = str(refused.value)
     assert "layers.0.blocks.0.attn.qkv.input_quantizer" in sentence and "8x the model's amax/127" in sentence
     assert len(sentence.splitlines()) == 1
     # without the structure check, the logits alone are far outside the tolerance
-    numbers = compare_in_steps(calibrated_micro["model"], OrtPredictor(str(bad)), calibrated_micro["images"], 4.0, "t")
-    assert numbers["worst_steps"] > 4.0
+    numbers = compare_in_steps(calibrated_micro["model"], OrtPredictor(str(bad)), calibrated_micro["images"], 4.0, 2.0,
+                               "t")
+    assert numbers["worst"] > 1.0 and numbers["worst_steps"] > 10.0
 
 
 def test_a_dropped_qdq_pair_is_refused_naming_its_quantizer(calibrated_micro, tmp_path):
@@ -82,26 +83,37 @@ def test_a_dropped_qdq_pair_is_refused_naming_its_quantizer(calibrated_micro, tm
     onnx.checker.check_model(str(bad), full_check=True)  # a valid graph: only the quantization is missing
     with pytest.raises(ExportCheckError, match=r"has no QuantizeLinear for the model's quantizer "
                                                r"layers\.0\.blocks\.1\.mlp\.fc2\.input_quantizer: "):
-        verify_quantized(str(bad), calibrated_micro["model"], calibrated_micro["images"], 4.0)
+        verify_quantized(str(bad), calibrated_micro["model"], calibrated_micro["images"], 4.0, 2.0)
 
 
 def test_a_flipped_decisive_top1_fails_and_a_near_tie_may_flip():
-    tolerance = torch.full((2, 3), 0.1)
-    comparison = StepComparison(1.0)
-    reference = torch.tensor([[2.0, 1.95, 0.0], [3.0, 1.0, 0.0]])
-    comparison.update(reference, torch.tensor([[1.96, 2.0, 0.0], [3.0, 1.0, 0.0]]), tolerance)
+    unit = torch.full((2, 3), 0.01)  # one head-input step moves each logit by 0.01
+    reference = torch.tensor([[2.0, 1.95, 0.0], [3.0, 1.0, 0.0]])  # leads of 2.5 and 100 steps
+    comparison = StepComparison(4.0, 2.0)
+    comparison.update(reference, torch.tensor([[1.96, 2.0, 0.0], [3.0, 1.0, 0.0]]), unit, reference)
     result = comparison.result()
+    assert result["allowed_steps"] == 4.0 and result["worst_steps"] == pytest.approx(5.0)
     assert result["top1_agreement"] == 0.5 and result["decisive_images"] == 1 and result["decisive_agreement"] == 1.0
-    comparison.update(reference[1:], torch.tensor([[3.0, 3.1, 0.0]]), tolerance)
+    comparison.update(reference[1:], torch.tensor([[3.0, 3.1, 0.0]]), unit[1:], reference[1:])
     assert comparison.result()["decisive_agreement"] == 0.5
 
 
-def test_the_tolerance_is_the_head_inputs_step_through_the_head_weights(calibrated_micro):
+def test_the_tolerance_grows_with_the_models_own_fp16_movement():
+    unit = torch.full((1, 3), 0.01)
+    reference = torch.tensor([[2.0, 1.0, 0.0]])
+    comparison = StepComparison(4.0, 2.0)
+    comparison.update(reference, reference + 0.05, unit, reference + torch.tensor([[0.0, 0.03, 0.0]]))
+    result = comparison.result()
+    assert result["own_fp16_steps"] == pytest.approx(3.0) and result["allowed_steps"] == pytest.approx(4.0 + 2 * 3.0)
+    assert result["worst"] == pytest.approx(5.0 / 10.0)
+
+
+def test_one_head_input_step_moves_each_logit_by_the_steps_through_the_head_weights(calibrated_micro):
     model = calibrated_micro["model"]
     head_input = torch.rand(3, model.head.in_features)
     step = float(model.head.input_quantizer.amax) / 127
-    expected = 2.0 * step * model.head.weight.detach().abs().sum(dim=1)
-    assert torch.allclose(logit_tolerance(model, head_input, 2.0), expected.expand(3, -1), rtol=1e-5)
+    expected = step * model.head.weight.detach().abs().sum(dim=1)
+    assert torch.allclose(head_step_unit(model, head_input), expected.expand(3, -1), rtol=1e-5)
 
 
 def test_an_fp8_head_input_step_follows_the_value():

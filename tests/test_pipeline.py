@@ -134,8 +134,8 @@ def test_config_edits_and_batch_size_rerun_exactly_the_steps_they_reach(resumed_
     run["cfg"].write_text(yaml.safe_dump(config))
     after_quant_edit = _pipeline(run, "--dry-run")
     assert after_quant_edit["quantize (calibrate + QAT)"] == "would run (config %s changed in QUANT)" % run["cfg"]
-    reached = {"quantize (calibrate + QAT)", "eval onnxrt int8", "precision plans", "build engine int8", "benchmark",
-               "report"}
+    reached = {"quantize (calibrate + QAT)", "sensitivity by row", "eval onnxrt int8", "precision plans",
+               "build engine int8", "benchmark", "report"}
     for name, said in after_quant_edit.items():
         if not said.startswith("not run"):
             assert said.startswith("would run") == (name in reached), (name, said)
@@ -143,8 +143,8 @@ def test_config_edits_and_batch_size_rerun_exactly_the_steps_they_reach(resumed_
     config["QUANT"]["NUM_CALIB_BATCH"] = 8  # back to the value the outputs were made with
     run["cfg"].write_text(yaml.safe_dump(config))
     other_batch = _pipeline(run, "--dry-run", "--batch-size", "32")
-    takes_batch = {"eval pytorch", "quantize (calibrate + QAT)", "eval onnxrt fp32", "eval onnxrt fp16",
-                   "build engine fp32", "build engine fp16"}
+    takes_batch = {"eval pytorch", "quantize (calibrate + QAT)", "sensitivity by row", "eval onnxrt fp32",
+                   "eval onnxrt fp16", "build engine fp32", "build engine fp16"}
     for name in takes_batch:
         assert other_batch[name] == "would run (its command line changed)", (name, other_batch[name])
     assert other_batch["export fp32"] == other_batch["export fp16"] == "up to date, skipped"

@@ -363,7 +363,7 @@ def test_fp8_export_writes_standard_fp8_qdq_that_onnx_runtime_checks(tmp_path):
     assert report["qdq"]["gemms"] == report["qdq"]["gemms_quantized"]
     checked = report["checks"]["calibration"]
     assert report["high_precision"] == "fp16" and checked["images"] == 16
-    assert checked["worst_steps"] <= config.QUANT.CHECK_STEPS and report["checks"]["structure"]["quantizers"] == len(
+    assert checked["worst"] <= 1.0 and report["checks"]["structure"]["quantizers"] == len(
         enabled_quantizers(model))
     assert len(build_with_trt_rtx(path)) > 0
 

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import warnings
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -37,6 +37,7 @@ from swin_trt.distributed import is_distributed, rank
 from swin_trt.errors import UserError
 from swin_trt.logs import progress
 from swin_trt.quant.quantize import quantize_model
+from swin_trt.quant.smoothquant import smooth
 
 _LOG = logging.getLogger("swin")
 # QUANT.CALIB_METHOD -> HistogramCalibrator.compute_amax method
@@ -124,13 +125,16 @@ def amax_digests_over_ranks(model: nn.Module) -> List[str]:
     return digests
 
 
-def calibrate(model: nn.Module, loader: DataLoader, config: CfgNode, device: torch.device) -> nn.Module:
+def calibrate(model: nn.Module, loader: DataLoader, config: CfgNode, device: torch.device,
+              module_formats: Optional[Dict[str, str]] = None) -> nn.Module:
     """Quantize ``model`` (on ``device``) in place and calibrate it on ``loader``.
 
     Args:
         model: plain-weight model, already on ``device``.
         loader: calibration images (:func:`build_calib_loader`).
-        config: QUANT.FORMAT, CALIB_METHOD, PERCENTILE, DISABLED.
+        config: QUANT.FORMAT, CALIB_METHOD, PERCENTILE, DISABLED, KEEP_HIGH_PRECISION, SMOOTH_ALPHA (the
+            smoothing is folded into the plain weights first: quant/smoothquant.py).
+        module_formats: for QUANT.FORMAT auto, the format of each Linear (quant/auto.py's search).
 
     Returns:
         the quantized, calibrated model in eval mode.
@@ -148,13 +152,15 @@ def calibrate(model: nn.Module, loader: DataLoader, config: CfgNode, device: tor
         nonlocal seen
         seen = _run_images(m, loader, device)
 
+    if config.QUANT.SMOOTH_ALPHA > 0:  # function-preserving, on the plain model, before its ranges are taken
+        smooth(model, loader, config.QUANT.SMOOTH_ALPHA, device)
     with warnings.catch_warnings():
         # our model is data-parallel only: ModelOpt's default parallel state (whole world) is the right one
         warnings.filterwarnings("ignore", message="Distributed training is initialized but no parallel_state")
         if method == "max":
-            quantize_model(model, config, forward_loop)
+            quantize_model(model, config, forward_loop, module_formats)
         else:
-            quantize_model(model, config)
+            quantize_model(model, config, module_formats=module_formats)
             model.to(device)  # quantizers created after the move
             seen = _calibrate_histograms(model, loader, device, HISTOGRAM_METHODS[method], config.QUANT.PERCENTILE)
     sync_amax(model)

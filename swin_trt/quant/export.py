@@ -120,7 +120,7 @@ def qdq_graph(model: nn.Module, path: str, config: CfgNode, fmt: str, batch_size
         finally:
             if os.path.exists(raw):
                 os.remove(raw)
-    if fmt == "fp8":
+    if any(node.op_type in _FP8_CUSTOM for node in graph.graph.node):  # fp8, or auto with FP8 modules
         graph = standard_fp8_qdq(graph)
         if _opset(graph) < FP8_MOVE_OPSET:  # so FP8 Q/DQ can move through transposes and squeezes too
             graph = version_converter.convert_version(graph, FP8_MOVE_OPSET)
@@ -137,12 +137,12 @@ def export_quantized(model: nn.Module, path: str, config: CfgNode, fmt: str, che
         path: destination .onnx file; its folder must exist.
         config: ONNX.OPSET, ONNX.FP16_KEEP_FP32_OPS, QUANT.HIGH_PRECISION, QUANT.CHECK_STEPS,
             QUANT.CHECK_IMAGES and the input shape.
-        fmt: ``int8`` or ``fp8``.
+        fmt: ``int8``, ``fp8`` or ``auto`` (each quantizer in its own format: one graph mixing INT8 and FP8 pairs).
         check_images: in-distribution (images, labels) batches the graph is checked on: the calibration images
             (at most QUANT.CHECK_IMAGES of them are used).
         batch_size: batch of the graph (the example batch with ``dynamic_batch``).
         dynamic_batch: symbolic batch dimension.
-        val_loader: labelled validation images, checked the same way (and >= 99% top-1 agreement overall).
+        val_loader: labelled validation images, checked the same way.
 
     Returns:
         the export report (path, nodes, ops, checks...) with ``format``, ``high_precision`` and ``qdq``
@@ -159,7 +159,8 @@ def export_quantized(model: nn.Module, path: str, config: CfgNode, fmt: str, che
     batches = check_batches(check_images, config.QUANT.CHECK_IMAGES)
 
     def verify(tmp: str) -> Dict[str, Any]:
-        return verify_quantized(tmp, model, batches, config.QUANT.CHECK_STEPS, val_loader, label=path)
+        return verify_quantized(tmp, model, batches, config.QUANT.CHECK_STEPS, config.QUANT.CHECK_FP16_FACTOR,
+                                val_loader, label=path)
 
     report = save_checked(graph, path, model, Preprocessing.from_config(config), high_precision,
                           config.ONNX.FP16_KEEP_FP32_OPS, verify=verify)

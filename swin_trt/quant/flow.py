@@ -22,12 +22,16 @@ from swin_trt.evaluation import evaluate_model
 from swin_trt.logs import create_logger
 from swin_trt.models import build_model, load_weights
 from swin_trt.onnx_tools.export import check_precision
+from swin_trt.quant.auto import format_rows, search_formats
 from swin_trt.quant.calibrate import amax_digests_over_ranks, build_calib_loader, calibrate
 from swin_trt.quant.checkpoint import is_quant_checkpoint, load_quant_checkpoint, save_quant_checkpoint
 from swin_trt.quant.export import default_paths, export_quantized
+from swin_trt.quant.export_check import check_batches
 from swin_trt.quant.finetune import QATFineTuner
 from swin_trt.quant.placement import format_placement, placement_table
+from swin_trt.quant.sensitivity import active_quantizers, sensitivity, sites_by_layer, sites_by_row
 from swin_trt.quant.quantize import check_quant_options
+from swin_trt.tables import format_table
 from swin_trt.validation import check_args, check_config, require_checkpoint, require_dataset, require_modelopt_onnx
 
 
@@ -37,7 +41,7 @@ def make_config(args: argparse.Namespace) -> CfgNode:
     return get_config(args.cfg, args.opts, DATA__BATCH_SIZE=args.batch_size, DATA__DATA_PATH=args.data_path,
                       DATA__NUM_WORKERS=args.num_workers,
                       MODEL__RESUME=args.resume, QUANT__FORMAT=args.format, QUANT__CALIB_METHOD=args.calib_method,
-                      QUANT__HIGH_PRECISION=args.high_precision,
+                      QUANT__HIGH_PRECISION=args.high_precision, QUANT__EFFECTIVE_BITS=args.effective_bits,
                       QUANT__NUM_CALIB_BATCH=args.num_calib_batch,
                       QUANT__FINETUNE_EPOCHS=0 if args.ptq_only else args.num_finetune_epochs,
                       AMP_ENABLE=args.amp, SEED=args.seed, **cli.onnx_batch_overrides(args))
@@ -45,7 +49,8 @@ def make_config(args: argparse.Namespace) -> CfgNode:
 
 def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
     """Every number and input file of the run, before any work (each mistake is one :class:`UserError`)."""
-    check_args(args, {"batch_size": 1, "num_workers": 0, "num_calib_batch": 1, "num_finetune_epochs": 0, "batch_size_onnx": 1})
+    check_args(args, {"batch_size": 1, "num_workers": 0, "num_calib_batch": 1, "num_finetune_epochs": 0, "batch_size_onnx": 1,
+                      "effective_bits": (8, 16)})
     check_config(config, args.cfg)
     if not config.MODEL.RESUME:
         raise UserError("no --resume given: pass a trained checkpoint (with --quantize) or a *_qat.pth / *_ptq.pth "
@@ -70,8 +75,8 @@ def evaluate_stage(stage: str, model: nn.Module, loader, device: torch.device, l
 
 
 def calibrated_model(config: CfgNode, device: torch.device, val_loader, skip_fp32: bool,
-                     logger: logging.Logger) -> Tuple[nn.Module, List[Dict[str, Any]]]:
-    """Plain checkpoint → calibrated model; returns (model, metric rows)."""
+                     logger: logging.Logger) -> Tuple[nn.Module, List[Dict[str, Any]], Optional[Dict[str, str]]]:
+    """Plain checkpoint → calibrated model; returns (model, metric rows, the formats AutoQuantize chose or None)."""
     resume = config.MODEL.RESUME
     if is_quant_checkpoint(load_checkpoint_file(resume)):
         raise UserError(f"checkpoint {resume} is already quantized: drop --quantize to resume, evaluate or export it.")
@@ -80,9 +85,14 @@ def calibrated_model(config: CfgNode, device: torch.device, val_loader, skip_fp3
     load_weights(model, resume)
     model.to(device)
     rows = [] if skip_fp32 else [evaluate_stage("fp32", model, val_loader, device, logger)]
-    calibrate(model, calib_loader, config, device)
-    rows.append(evaluate_stage("ptq", model, val_loader, device, logger))
-    return model, rows
+    formats = None
+    if config.QUANT.FORMAT == "auto":
+        formats = search_formats(model, config, calib_loader, config.QUANT.EFFECTIVE_BITS, device)
+        logger.info("AutoQuantize chose, per module:\n%s", format_table(format_rows(formats)))
+    calibrate(model, calib_loader, config, device, formats)
+    if val_loader is not None:
+        rows.append(evaluate_stage("ptq", model, val_loader, device, logger))
+    return model, rows, formats
 
 
 def restored_model(config: CfgNode, device: torch.device, logger: logging.Logger) -> Tuple[nn.Module, Dict[str, Any]]:
@@ -119,6 +129,9 @@ def finetune(model: nn.Module, config: CfgNode, device: torch.device, rank: int,
     return tuner.state_dict(), history
 
 
+CACHE_BYTES = 2 << 30  # a validation set this small (as FP32 tensors) is held in memory for the sensitivity sweep
+
+
 @dataclasses.dataclass(frozen=True)
 class FlowOptions:
     """What swin_quant_flow.py's flags ask of :func:`run_flow`.
@@ -128,12 +141,14 @@ class FlowOptions:
         output: folder of the checkpoints and the ONNX file.
         skip_fp32_eval: do not evaluate the plain model first.
         check_onnx: compare the ONNX file with PyTorch over all of val/ (rank 0).
+        sensitivity: ``row`` or ``layer``: measure each site's harm instead (:func:`run_sensitivity`), no export.
     """
 
     quantize: bool
     output: str
     skip_fp32_eval: bool = False
     check_onnx: bool = False
+    sensitivity: Optional[str] = None
 
 
 def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: int, world_size: int,
@@ -148,9 +163,12 @@ def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: 
     val_loader = build_loader(config, "val")
     result: Dict[str, Any] = {"world_size": world_size}
     if options.quantize:
-        model, rows = calibrated_model(config, device, val_loader, options.skip_fp32_eval, logger)
+        model, rows, formats = calibrated_model(config, device, val_loader, options.skip_fp32_eval, logger)
         result["calib_amax_digests"] = amax_digests_over_ranks(model)
-        info = {"format": config.QUANT.FORMAT, "calib_method": config.QUANT.CALIB_METHOD}
+        info = {"format": config.QUANT.FORMAT, "calib_method": config.QUANT.CALIB_METHOD,
+                "smooth_alpha": config.QUANT.SMOOTH_ALPHA, "keep_high_precision": list(config.QUANT.KEEP_HIGH_PRECISION)}
+        if formats is not None:
+            info["module_formats"] = formats
         start_epoch, trainer_state = 0, None
     else:
         model, checkpoint = restored_model(config, device, logger)
@@ -176,8 +194,38 @@ def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: 
     elif not options.quantize:
         rows.append(evaluate_stage("restored", model, val_loader, device, logger))
     result.update(format=fmt, rows=rows, files=paths)
+    if "module_formats" in info:
+        result["module_formats"] = info["module_formats"]
     if rank == 0:
         result["onnx"] = export_stage(model, paths["onnx"], config, fmt, options.check_onnx, rows)
+    return result
+
+
+def run_sensitivity(config: CfgNode, options: FlowOptions, device: torch.device, rank: int, world_size: int,
+                    logger: logging.Logger) -> Dict[str, Any]:
+    """Calibrate the plain checkpoint once, then evaluate each site alone and every site but one
+    (quant/sensitivity.py); returns the result (``sensitivity`` rows sorted by harm, ``fp32``, ``all``)."""
+    val_loader = build_loader(config, "val")
+    images = len(val_loader.dataset)
+    if images * 4 * 3 * config.DATA.IMG_SIZE ** 2 <= CACHE_BYTES:  # decoded once, not 2 x sites + 2 times
+        val_loader = check_batches(val_loader, images)
+    model, _, formats = calibrated_model(config, device, None, True, logger)
+    names = list(active_quantizers(model))
+    sites = (sites_by_row(names, placement_table(config.MODEL.TYPE)) if options.sensitivity == "row"
+             else sites_by_layer(names))
+    logger.info("sensitivity of %d sites (by %s): %d evaluations of %d images", len(sites), options.sensitivity,
+                2 * len(sites) + 2, images)
+
+    def evaluate(m: nn.Module, label: str) -> Dict[str, Any]:
+        metrics = evaluate_model(m, val_loader, device, amp=False, desc=label, over_ranks=True)
+        logger.info("%s: Acc@1 %.3f loss %.4f", label, metrics["acc1"], metrics["loss"])
+        return metrics
+
+    result = sensitivity(model, sites, evaluate)
+    result.update(by=options.sensitivity, format=config.QUANT.FORMAT, calib_method=config.QUANT.CALIB_METHOD,
+                  model=config.MODEL.NAME, world_size=world_size)
+    if formats is not None:
+        result["module_formats"] = formats
     return result
 
 
@@ -214,6 +262,7 @@ def run_quant_session(config: CfgNode, options: FlowOptions, device_arg: str = "
         random_seed(config.SEED, rank)  # QAT's shuffle and augmentation, as main.py's training
         logger.info("quantizer placement (QUANT.DISABLED=%s):\n%s", list(config.QUANT.DISABLED),
                     format_placement(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE)))
-        return run_flow(config, options, device, rank, world_size, logger), rank
+        work = run_sensitivity if options.sensitivity else run_flow
+        return work(config, options, device, rank, world_size, logger), rank
     finally:
         cleanup()

@@ -14,6 +14,7 @@ the rows of :data:`quant.placement.PLACEMENT` left on by ``QUANT.DISABLED``.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 from typing import Any, Callable, Dict, List, Optional
 
@@ -28,7 +29,7 @@ from swin_trt.models.swin_transformer_v2 import SwinTransformerV2Block, WindowAt
 from swin_trt.quant.placement import WEIGHT, QuantSite, enabled_sites, placement_table
 
 _LOG = logging.getLogger("swin")
-FORMATS = ("int8", "fp8")
+FORMATS = ("int8", "fp8", "auto")
 CALIB_METHODS = ("max", "histogram", "percentile")
 
 
@@ -91,8 +92,10 @@ def quantizer_attributes(site: QuantSite, fmt: str, calib_method: str) -> Dict[s
     return attributes
 
 
-def build_quant_config(config: CfgNode) -> Dict[str, Any]:
-    """The ``mtq.quantize`` config for ``config.QUANT``: all quantizers off, then the enabled placement rows.
+def build_quant_config(config: CfgNode, module_formats: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The ``mtq.quantize`` config for ``config.QUANT``: all quantizers off, then the enabled placement rows in
+    QUANT.FORMAT (for ``auto``: in the format ``module_formats`` chose for their module, quant/auto.py), then the
+    modules of ``QUANT.KEEP_HIGH_PRECISION`` off again (every quantizer they own).
 
     The algorithm is ModelOpt's ``max`` for max calibration; for histogram
     methods it is None and :func:`quant.calibrate.calibrate` collects and
@@ -101,24 +104,45 @@ def build_quant_config(config: CfgNode) -> Dict[str, Any]:
     q = config.QUANT
     check_quant_options(q.FORMAT, q.CALIB_METHOD)
     entries: List[Dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
-    for site in enabled_sites(q.DISABLED, placement_table(config.MODEL.TYPE)):
-        entries.append({"quantizer_name": site.quantizer, "cfg": quantizer_attributes(site, q.FORMAT, q.CALIB_METHOD)})
+    if q.FORMAT == "auto":
+        if module_formats is None:
+            raise ValueError("QUANT.FORMAT auto needs the formats the search chose (quant/auto.py)")
+        from swin_trt.quant.auto import explicit_quant_config
+
+        entries += explicit_quant_config(config, module_formats)
+    else:
+        entries += [{"quantizer_name": site.quantizer, "cfg": quantizer_attributes(site, q.FORMAT, q.CALIB_METHOD)}
+                    for site in enabled_sites(q.DISABLED, placement_table(config.MODEL.TYPE))]
+    for pattern in q.KEEP_HIGH_PRECISION:
+        entries.append({"quantizer_name": f"{pattern}.*", "enable": False})
     return {"quant_cfg": entries, "algorithm": "max" if q.CALIB_METHOD == "max" else None}
 
 
-def quantize_model(model: nn.Module, config: CfgNode,
-                   forward_loop: Optional[Callable[[nn.Module], None]] = None) -> nn.Module:
+def quantize_model(model: nn.Module, config: CfgNode, forward_loop: Optional[Callable[[nn.Module], None]] = None,
+                   module_formats: Optional[Dict[str, str]] = None) -> nn.Module:
     """Insert fake quantizers into ``model`` in place (and calibrate with max when ``forward_loop`` is given).
 
     Args:
         model: our SwinTransformer or SwinTransformerV2, not yet quantized.
         config: supplies QUANT.FORMAT, QUANT.CALIB_METHOD and QUANT.DISABLED.
         forward_loop: ``forward_loop(model)`` runs the calibration images; used by the max algorithm.
+        module_formats: for QUANT.FORMAT auto, the format of each Linear (quant/auto.py).
     """
     if is_quantized(model):
         raise UserError("the model already holds quantizers: quantize a model with plain weights.")
+    check_keep_patterns(model, config.QUANT.KEEP_HIGH_PRECISION)
     register_quant_modules()
-    return mtq.quantize(model, build_quant_config(config), forward_loop)
+    return mtq.quantize(model, build_quant_config(config, module_formats), forward_loop)
+
+
+def check_keep_patterns(model: nn.Module, patterns: List[str]) -> None:
+    """Raise a :class:`UserError` for a ``QUANT.KEEP_HIGH_PRECISION`` pattern that matches no module of ``model``."""
+    names = [name for name, _ in model.named_modules() if name]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise UserError(f"QUANT.KEEP_HIGH_PRECISION pattern {pattern!r} matches no module of this model: module "
+                            "names look like layers.0.blocks.1.attn.qkv or layers.*.blocks.*.mlp.fc1 (swin_quant_flow.py "
+                            "--sensitivity --sensitivity-by layer lists the quantized ones).")
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -1,0 +1,134 @@
+"""AutoQuantize: a format per module (INT8, FP8 or high precision) chosen by ModelOpt's search, placed as our own.
+
+``mtq.auto_quantize`` scores every Linear under each candidate format (the loss gradient against the quantization
+error on the calibration images) and picks the set of formats with the least total score whose weights average at
+most ``effective_bits`` bits (INT8 and FP8 both count 8, an unquantized weight 16: with ``--effective-bits 9`` about
+one weight in eight stays in 16 bits). It searches only what it knows, Linear layers. The search runs on a copy of
+the plain model; its answer (module -> format) then becomes an explicit quantizer config for :func:`quantize_model`,
+so calibration, the checkpoint and the Q/DQ export are those of every other recipe. The quantizers ModelOpt does not
+search, ours, follow the Linear that makes or takes their tensor:
+
+- the inputs of q·kᵀ and attn·v (q, k, v and the softmax output) follow ``attn.qkv``, whose output q, k and v are;
+- the shortcut of the attention add follows ``attn.proj`` (the add fuses into that GEMM's epilogue), the shortcut of
+  the MLP add follows ``mlp.fc2``.
+
+A module whose format is "none" keeps no quantizer; its GEMM runs in ``QUANT.HIGH_PRECISION``.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import logging
+from typing import Any, Dict, Iterable, List
+
+import modelopt.torch.quantization as mtq
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode
+
+from swin_trt.quant.placement import ACTIVATION, WEIGHT, QuantSite, enabled_sites, placement_table
+
+_LOG = logging.getLogger("swin")
+SEARCHED = ("int8", "fp8")
+NONE = "none"
+# our quantizer slots -> the Linear (relative to the block) whose format they take
+FOLLOWS = {"attn.q_bmm_quantizer": "attn.qkv", "attn.k_bmm_quantizer": "attn.qkv",
+           "attn.attn_bmm_quantizer": "attn.qkv", "attn.v_bmm_quantizer": "attn.qkv",
+           "attn_residual_quantizer": "attn.proj", "mlp_residual_quantizer": "mlp.fc2"}
+
+
+def format_attributes(fmt: str, tensor: str, calib_method: str = "max") -> Dict[str, Any]:
+    """Quantizer attributes of one tensor in ``fmt`` (as :func:`quant.quantize.quantizer_attributes`)."""
+    from swin_trt.quant.quantize import quantizer_attributes
+
+    site = QuantSite("", "", tensor, True, "")
+    return quantizer_attributes(site, fmt, calib_method if fmt == "int8" else "max")
+
+
+def _search_config(fmt: str) -> Dict[str, Any]:
+    """A candidate format for ``mtq.auto_quantize``: a Linear's input and weight quantizers in ``fmt``."""
+    return {"quant_cfg": [{"quantizer_name": "*weight_quantizer", "cfg": format_attributes(fmt, WEIGHT)},
+                          {"quantizer_name": "*input_quantizer", "cfg": format_attributes(fmt, ACTIVATION)}],
+            "algorithm": "max"}
+
+
+def _recipe_format(recipe: Any) -> str:
+    """``int8``, ``fp8`` or ``none`` of one of ModelOpt's QuantRecipe objects (read from its weight quantizer)."""
+    config = getattr(recipe, "config", None)
+    entries = getattr(config, "quant_cfg", None) or []
+    for entry in entries:
+        entry = entry if isinstance(entry, dict) else dict(entry)
+        if str(entry.get("quantizer_name", "")).endswith("weight_quantizer"):
+            bits = (entry.get("cfg") or {}).get("num_bits")
+            return "fp8" if isinstance(bits, (list, tuple)) and tuple(bits) == (4, 3) else "int8"
+    return NONE
+
+
+def searchable_linears(model: nn.Module, config: CfgNode) -> List[str]:
+    """The Linear modules whose input or weight row of the placement table is on and that no keep pattern names."""
+    sites = enabled_sites(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE))
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*") for p in config.QUANT.KEEP_HIGH_PRECISION):
+            continue
+        if any(fnmatch.fnmatchcase(f"{name}.{part}_quantizer", s.quantizer) for s in sites for part in ("input", "weight")):
+            names.append(name)
+    return names
+
+
+def search_formats(model: nn.Module, config: CfgNode, images: Iterable, effective_bits: float,
+                   device: torch.device) -> Dict[str, str]:
+    """Module name -> ``int8`` | ``fp8`` | ``none`` for every searchable Linear, by ``mtq.auto_quantize``.
+
+    Args:
+        model: the plain model (not modified: the search runs on a copy).
+        images: labelled calibration batches (calibration and scores).
+        effective_bits: the weight-bit budget, 8 (everything 8-bit) to 16 (nothing quantized).
+    """
+    from swin_trt.quant.quantize import register_quant_modules
+
+    register_quant_modules()
+    batches = [(x.to(device), y.to(device)) for x, y in images]
+    searched = searchable_linears(model, config)
+    others = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and name not in searched]
+    candidate = copy.deepcopy(model).to(device).eval()
+    _, state = mtq.auto_quantize(candidate, constraints={"effective_bits": float(effective_bits)},
+                                 quantization_formats=[_search_config(f) for f in SEARCHED], data_loader=batches,
+                                 forward_step=lambda m, batch: m(batch[0]),
+                                 loss_func=lambda output, batch: F.cross_entropy(output, batch[1]),
+                                 disabled_layers=others or None, num_calib_steps=len(batches),
+                                 num_score_steps=len(batches), verbose=False)
+    chosen = {key[:-len(".quant_recipe")]: _recipe_format(recipe) for key, recipe in state["best"]["recipe"].items()}
+    del candidate
+    formats = {name: chosen.get(name, NONE) for name in searched}
+    _LOG.info("AutoQuantize (effective bits %.2f of %.2f asked): %s", state["best"]["constraints"]["effective_bits"],
+              effective_bits, ", ".join(f"{f} {sum(v == f for v in formats.values())}" for f in SEARCHED + (NONE,)))
+    return formats
+
+
+def explicit_quant_config(config: CfgNode, formats: Dict[str, str]) -> List[Dict[str, Any]]:
+    """``quant_cfg`` entries for the chosen ``formats``: each searched Linear's input and weight quantizers, and the
+    quantizers that follow it (:data:`FOLLOWS`), in its format, wherever their placement row is on (the caller
+    switches everything else off first)."""
+    sites = enabled_sites(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE))
+    wanted: Dict[str, str] = {}
+    for linear, fmt in formats.items():
+        for part in ("input", "weight"):
+            wanted[f"{linear}.{part}_quantizer"] = fmt
+        for suffix, leader in FOLLOWS.items():
+            if linear.endswith("." + leader):
+                wanted[f"{linear[:-len(leader) - 1]}.{suffix}"] = fmt
+    entries = []
+    for name, fmt in wanted.items():
+        site = next((s for s in sites if fnmatch.fnmatchcase(name, s.quantizer)), None)
+        if site is not None and fmt != NONE:
+            entries.append({"quantizer_name": name, "cfg": format_attributes(fmt, site.tensor, config.QUANT.CALIB_METHOD)})
+    return entries
+
+
+def format_rows(formats: Dict[str, str]) -> List[Dict[str, str]]:
+    """The chosen format of every searched module, for the table the flow prints."""
+    return [{"module": name, "format": fmt} for name, fmt in formats.items()]
