@@ -198,3 +198,34 @@ def test_report_command_writes_the_change_the_provenance_and_the_plot(tmp_path):
     assert data["reference_acc1"] == pytest.approx(95.833)
     assert (tmp_path / "accuracy_vs_speed.png").read_bytes()[:4] == b"\x89PNG"
     assert "_no benchmark results_" in report, "a missing benchmark says so, once"
+
+
+def test_report_shows_the_sensitivity_and_recipes_tables_when_their_files_are_there(tmp_path):
+    from swin_trt.report import write_report
+
+    _results_folder(tmp_path)
+    report = write_report(str(tmp_path), "micro")
+    text = (tmp_path / "report.md").read_text()
+    assert "## Quantization sensitivity" not in text and "## Quantization recipes" not in text
+    assert report["sensitivity"] is None and report["quant_recipes"] is None
+    sites = [{"site": "qkv.input", "quantizers": 4, "acc1_only": 51.944, "loss_only": 1.3778, "acc1_all_but": 93.889,
+              "loss_all_but": 0.3875},
+             {"site": "fc2.input", "quantizers": 4, "acc1_only": 95.833, "loss_only": 0.2247, "acc1_all_but": 39.444,
+              "loss_all_but": 1.634}]
+    (tmp_path / "sensitivity.json").write_text(json.dumps({"by": "row", "format": "int8", "sensitivity": sites,
+                                                           "fp32": {"acc1": 95.833, "loss": 0.2245},
+                                                           "all": {"acc1": 38.611, "loss": 1.6249}}))
+    recipes = [{"recipe": "INT8 PTQ, max", "onnx_acc1": 38.889, "gemms": {"INT8": 26, "HALF": 1},
+                "bytes_vs_fp16": 0.846, "seconds": 10.2},
+               {"recipe": "INT8 PTQ, SmoothQuant α=0.5", "onnx_acc1": 95.833, "gemms": {"INT8": 26, "HALF": 1},
+                "bytes_vs_fp16": 0.846, "seconds": 10.0}]
+    (tmp_path / "quant_recipes.json").write_text(json.dumps({"fp32_acc1": 95.833, "recipes": recipes}))
+    write_report(str(tmp_path), "micro")
+    text = (tmp_path / "report.md").read_text()
+    sensitivity = text.split("## Quantization sensitivity")[1].split("## ")[0]
+    assert "| qkv.input | 51.944 | 1.3778 | -43.889 | 93.889 | 0.3875 | +55.278 |" in sensitivity
+    assert sensitivity.index("qkv.input") < sensitivity.index("fc2.input")
+    table = text.split("## Quantization recipes")[1].split("## ")[0]
+    assert "| INT8 PTQ, max | 38.889 | -56.944 | HALF 1, INT8 26 | 0.846× | 10 |" in table
+    assert "| INT8 PTQ, SmoothQuant α=0.5 | 95.833 | +0.000 |" in table
+    assert text.index("## Quantization recipes") < text.index("## Provenance")

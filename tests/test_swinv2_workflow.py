@@ -97,3 +97,32 @@ def test_every_correct_v2_export_passes_ptq_and_after_each_qat_epoch(fmt, micro_
     train = small_digits(micro_v2["data"], tmp_path / "small", 24, 1)
     assert_all_passed(exports_through_qat(MICRO_V2_CFG, str(micro_v2["checkpoint"]), micro_v2["data"], fmt, tmp_path,
                                           train))
+
+
+def test_v2_takes_the_recipes_on_its_outlier_test_bed(micro_v2, tmp_path):
+    """The V2 test bed (the residual stream of its first stage carries the outliers): the sensitivity sweep names a
+    row that reads the stream, kept modules and AutoQuantize each export a checked graph that TensorRT-RTX builds."""
+    from conftest import command
+    from swin_trt.quant.smoothquant import smoothing_pairs
+
+    bed = tmp_path / "v2_outliers.pth"
+    command("benchmarks/outlier_testbed.py").main(["--cfg", MICRO_V2_CFG, "--resume", str(micro_v2["checkpoint"]),
+                                                   "--output", str(bed)])
+    few = small_digits(micro_v2["data"], tmp_path / "few", 26, 12)
+    sweep = tmp_path / "sensitivity.json"
+    command("swin_quant_flow.py").main(["--cfg", MICRO_V2_CFG, "--resume", str(bed), "--data-path", str(few),
+                                        "--sensitivity", "--output-json", str(sweep)])
+    first = json.loads(sweep.read_text())["sensitivity"][0]["site"]
+    assert first in {"qkv.input", "fc1.input", "attn_residual", "mlp_residual", "reduction.input"}, first
+    assert smoothing_pairs(build_model(get_config(MICRO_V2_CFG))) == []
+    for name, flags in (("kept", ["--opts", "QUANT.KEEP_HIGH_PRECISION", "['layers.0.blocks.*', 'layers.0.downsample']"]),
+                        ("auto", ["--format", "auto", "--effective-bits", "9"])):
+        result = tmp_path / f"{name}.json"
+        command("swin_quant_flow.py").main(["--cfg", MICRO_V2_CFG, "--resume", str(bed), "--data-path",
+                                            str(micro_v2["data"]), "--quantize", "--ptq-only", "--dynamic-batch",
+                                            "--output", str(tmp_path / name), "--output-json", str(result), *flags])
+        flow = json.loads(result.read_text())
+        stages = {row["stage"]: row for row in flow["rows"]}
+        assert stages["ptq"]["acc1"] >= stages["fp32"]["acc1"] - 1.0, (name, stages)
+        assert flow["onnx"]["checks"]["calibration"]["worst"] <= 1.0
+        assert len(build_with_trt_rtx(flow["files"]["onnx"])) > 0

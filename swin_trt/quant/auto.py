@@ -9,8 +9,11 @@ so calibration, the checkpoint and the Q/DQ export are those of every other reci
 search, ours, follow the Linear that makes or takes their tensor:
 
 - the inputs of q·kᵀ and attn·v (q, k, v and the softmax output) follow ``attn.qkv``, whose output q, k and v are;
-- the shortcut of the attention add follows ``attn.proj`` (the add fuses into that GEMM's epilogue), the shortcut of
-  the MLP add follows ``mlp.fc2``.
+- Swin V1: the shortcut of the attention add follows ``attn.proj`` (the add fuses into that GEMM's epilogue), the
+  shortcut of the MLP add follows ``mlp.fc2``;
+- Swin V2: the shortcuts are the residual stream that ``attn.qkv`` and ``mlp.fc1`` read (post-norm blocks), the very
+  tensors those GEMMs quantize: they follow ``attn.qkv`` and ``mlp.fc1``, so a stream whose outliers sent those GEMMs
+  to FP8 or FP16 is not quantized to INT8 on the shortcut either.
 
 A module whose format is "none" keeps no quantizer; its GEMM runs in ``QUANT.HIGH_PRECISION``.
 """
@@ -32,10 +35,11 @@ from swin_trt.quant.placement import ACTIVATION, WEIGHT, QuantSite, enabled_site
 _LOG = logging.getLogger("swin")
 SEARCHED = ("int8", "fp8")
 NONE = "none"
-# our quantizer slots -> the Linear (relative to the block) whose format they take
-FOLLOWS = {"attn.q_bmm_quantizer": "attn.qkv", "attn.k_bmm_quantizer": "attn.qkv",
-           "attn.attn_bmm_quantizer": "attn.qkv", "attn.v_bmm_quantizer": "attn.qkv",
-           "attn_residual_quantizer": "attn.proj", "mlp_residual_quantizer": "mlp.fc2"}
+# our quantizer slots -> the Linear (relative to the block) whose format they take, by MODEL.TYPE
+_ATTENTION = {"attn.q_bmm_quantizer": "attn.qkv", "attn.k_bmm_quantizer": "attn.qkv",
+              "attn.attn_bmm_quantizer": "attn.qkv", "attn.v_bmm_quantizer": "attn.qkv"}
+FOLLOWS = {"swin": {**_ATTENTION, "attn_residual_quantizer": "attn.proj", "mlp_residual_quantizer": "mlp.fc2"},
+           "swinv2": {**_ATTENTION, "attn_residual_quantizer": "attn.qkv", "mlp_residual_quantizer": "mlp.fc1"}}
 
 
 def format_attributes(fmt: str, tensor: str, calib_method: str = "max") -> Dict[str, Any]:
@@ -118,7 +122,7 @@ def explicit_quant_config(config: CfgNode, formats: Dict[str, str]) -> List[Dict
     for linear, fmt in formats.items():
         for part in ("input", "weight"):
             wanted[f"{linear}.{part}_quantizer"] = fmt
-        for suffix, leader in FOLLOWS.items():
+        for suffix, leader in FOLLOWS[config.MODEL.TYPE].items():
             if linear.endswith("." + leader):
                 wanted[f"{linear[:-len(leader) - 1]}.{suffix}"] = fmt
     entries = []
