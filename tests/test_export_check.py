@@ -20,7 +20,7 @@ from conftest import MICRO_CFG, assert_all_passed, exports_through_qat, small_di
 
 @pytest.mark.parametrize("fmt", ["int8", "fp8"])
 def test_every_correct_v1_export_passes_ptq_and_after_each_qat_epoch(fmt, trained_micro, tmp_path):
-    train = small_digits(trained_micro["data"], tmp_path / "small", 24, 1)
+    train = small_digits(trained_micro["data"], tmp_path / "small", 12, 1)
     reports = exports_through_qat(MICRO_CFG, str(trained_micro["checkpoint"]), trained_micro["data"], fmt, tmp_path,
                                   train)
     assert_all_passed(reports)

@@ -92,9 +92,10 @@ def test_v2_quantizers_sit_where_its_placement_table_says():
     assert placement_table("swinv2") is PLACEMENT_V2
 
 
-@pytest.mark.parametrize("fmt", ["int8", "fp8"])
-def test_every_correct_v2_export_passes_ptq_and_after_each_qat_epoch(fmt, micro_v2, tmp_path):
-    train = small_digits(micro_v2["data"], tmp_path / "small", 24, 1)
+def test_every_correct_v2_export_passes_ptq_and_after_each_qat_epoch(micro_v2, tmp_path):
+    # INT8 here; V2 FP8 and every other combination are measured in docs/RESULTS.md and V1 FP8 in test_export_check.py
+    fmt = "int8"
+    train = small_digits(micro_v2["data"], tmp_path / "small", 12, 1)
     assert_all_passed(exports_through_qat(MICRO_V2_CFG, str(micro_v2["checkpoint"]), micro_v2["data"], fmt, tmp_path,
                                           train))
 

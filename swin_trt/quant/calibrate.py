@@ -36,6 +36,7 @@ from swin_trt.data.transforms import build_transform
 from swin_trt.distributed import is_distributed, rank
 from swin_trt.errors import UserError
 from swin_trt.logs import progress
+from swin_trt.quant.auto import explicit_quant_config
 from swin_trt.quant.quantize import quantize_model
 from swin_trt.quant.smoothquant import smooth
 
@@ -152,15 +153,16 @@ def calibrate(model: nn.Module, loader: DataLoader, config: CfgNode, device: tor
         nonlocal seen
         seen = _run_images(m, loader, device)
 
+    entries = explicit_quant_config(config, module_formats) if module_formats is not None else None
     if config.QUANT.SMOOTH_ALPHA > 0:  # function-preserving, on the plain model, before its ranges are taken
         smooth(model, loader, config.QUANT.SMOOTH_ALPHA, device)
     with warnings.catch_warnings():
         # our model is data-parallel only: ModelOpt's default parallel state (whole world) is the right one
         warnings.filterwarnings("ignore", message="Distributed training is initialized but no parallel_state")
         if method == "max":
-            quantize_model(model, config, forward_loop, module_formats)
+            quantize_model(model, config, forward_loop, entries)
         else:
-            quantize_model(model, config, module_formats=module_formats)
+            quantize_model(model, config, site_entries=entries)
             model.to(device)  # quantizers created after the move
             seen = _calibrate_histograms(model, loader, device, HISTOGRAM_METHODS[method], config.QUANT.PERCENTILE)
     sync_amax(model)

@@ -92,10 +92,11 @@ def quantizer_attributes(site: QuantSite, fmt: str, calib_method: str) -> Dict[s
     return attributes
 
 
-def build_quant_config(config: CfgNode, module_formats: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def build_quant_config(config: CfgNode, site_entries: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
     """The ``mtq.quantize`` config for ``config.QUANT``: all quantizers off, then the enabled placement rows in
-    QUANT.FORMAT (for ``auto``: in the format ``module_formats`` chose for their module, quant/auto.py), then the
-    modules of ``QUANT.KEEP_HIGH_PRECISION`` off again (every quantizer they own).
+    QUANT.FORMAT (for ``auto``: ``site_entries``, each quantizer in the format chosen for its module by
+    quant/auto.py's ``explicit_quant_config``), then the modules of ``QUANT.KEEP_HIGH_PRECISION`` off again (every
+    quantizer they own).
 
     The algorithm is ModelOpt's ``max`` for max calibration; for histogram
     methods it is None and :func:`quant.calibrate.calibrate` collects and
@@ -105,11 +106,9 @@ def build_quant_config(config: CfgNode, module_formats: Optional[Dict[str, str]]
     check_quant_options(q.FORMAT, q.CALIB_METHOD)
     entries: List[Dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
     if q.FORMAT == "auto":
-        if module_formats is None:
-            raise ValueError("QUANT.FORMAT auto needs the formats the search chose (quant/auto.py)")
-        from swin_trt.quant.auto import explicit_quant_config
-
-        entries += explicit_quant_config(config, module_formats)
+        if site_entries is None:
+            raise ValueError("QUANT.FORMAT auto needs the quantizer entries of the formats the search chose (quant/auto.py)")
+        entries += site_entries
     else:
         entries += [{"quantizer_name": site.quantizer, "cfg": quantizer_attributes(site, q.FORMAT, q.CALIB_METHOD)}
                     for site in enabled_sites(q.DISABLED, placement_table(config.MODEL.TYPE))]
@@ -119,20 +118,20 @@ def build_quant_config(config: CfgNode, module_formats: Optional[Dict[str, str]]
 
 
 def quantize_model(model: nn.Module, config: CfgNode, forward_loop: Optional[Callable[[nn.Module], None]] = None,
-                   module_formats: Optional[Dict[str, str]] = None) -> nn.Module:
+                   site_entries: Optional[List[Dict[str, Any]]] = None) -> nn.Module:
     """Insert fake quantizers into ``model`` in place (and calibrate with max when ``forward_loop`` is given).
 
     Args:
         model: our SwinTransformer or SwinTransformerV2, not yet quantized.
         config: supplies QUANT.FORMAT, QUANT.CALIB_METHOD and QUANT.DISABLED.
         forward_loop: ``forward_loop(model)`` runs the calibration images; used by the max algorithm.
-        module_formats: for QUANT.FORMAT auto, the format of each Linear (quant/auto.py).
+        site_entries: for QUANT.FORMAT auto, the quantizer entries of the chosen formats (quant/auto.py).
     """
     if is_quantized(model):
         raise UserError("the model already holds quantizers: quantize a model with plain weights.")
     check_keep_patterns(model, config.QUANT.KEEP_HIGH_PRECISION)
     register_quant_modules()
-    return mtq.quantize(model, build_quant_config(config, module_formats), forward_loop)
+    return mtq.quantize(model, build_quant_config(config, site_entries), forward_loop)
 
 
 def check_keep_patterns(model: nn.Module, patterns: List[str]) -> None:
