@@ -139,7 +139,9 @@ def assert_all_passed(reports: list) -> None:
         checked = report["checks"]["calibration"]
         assert checked["images"] == 64 and checked["worst"] <= 1.0 and checked["decisive_agreement"] == 1.0
     val = reports[-1]["checks"]["val"]
-    assert val["images"] == 360 and val["worst"] <= 1.0 and val["top1_agreement"] >= 0.99
+    # near ties may flip either way (the check counts only the decisive images); a handful of 360 at most
+    assert val["images"] == 360 and val["worst"] <= 1.0 and val["decisive_agreement"] == 1.0
+    assert val["top1_agreement"] >= 0.97
 
 
 # --- ONNX export (issue 3) -------------------------------------------------------------------------------------------
