@@ -280,7 +280,6 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
                     except Exception as err:  # out of GPU memory: this cell and the row's larger batches are not run
                         if not is_out_of_memory(err):
                             raise
-                        images = None
                         if torch.cuda.is_available():
                             torch.cuda.empty_cache()
                         sentence = str(out_of_memory_error(err, batch, "--batch-sizes"))

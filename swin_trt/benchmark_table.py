@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 CSV_KEYS = ["column", "backend", "provider", "precision", "batch", "images_per_s", "ms_per_batch", "device", "note"]
 

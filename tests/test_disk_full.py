@@ -75,7 +75,8 @@ def read_only(tmp_path) -> Iterator[Disk]:
     with mounted_tmpfs(folder, "size=64k,ro") as mounted:
         if not mounted:
             if os.geteuid() == 0:
-                pytest.skip("root can write any folder and no tmpfs could be mounted here")
+                pytest.skip(reason="root writes into any folder whatever its permissions, and no read-only tmpfs "
+                                   "could be mounted here to stand for a read-only folder")
             folder.chmod(0o555)
         yield Disk(folder, None)
         if not mounted:

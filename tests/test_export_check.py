@@ -13,8 +13,9 @@ from swin_trt.onnx_tools.runtime import OrtPredictor
 from swin_trt.onnx_tools.verify import ExportCheckError
 from swin_trt.quant.calibrate import build_calib_loader, calibrate
 from swin_trt.quant.export import export_quantized
-from swin_trt.quant.export_check import (StepComparison, check_batches, compare_in_steps, enabled_quantizers,
-                                         head_step_unit, verify_quantized)
+from swin_trt.quant.export_check import (StepComparison, check_batches, compare_in_steps, head_step_unit,
+                                         verify_quantized)
+from swin_trt.quant.quantize import enabled_quantizers
 
 from conftest import MICRO_CFG, assert_all_passed, exports_through_qat, small_digits
 

@@ -106,7 +106,6 @@ def search_formats(model: nn.Module, config: CfgNode, images: Iterable, effectiv
                                  disabled_layers=others or None, num_calib_steps=len(batches),
                                  num_score_steps=len(batches), verbose=False)
     chosen = {key[:-len(".quant_recipe")]: _recipe_format(recipe) for key, recipe in state["best"]["recipe"].items()}
-    del candidate
     formats = {name: chosen.get(name, NONE) for name in searched}
     _LOG.info("AutoQuantize (effective bits %.2f of %.2f asked): %s", state["best"]["constraints"]["effective_bits"],
               effective_bits, ", ".join(f"{f} {sum(v == f for v in formats.values())}" for f in SEARCHED + (NONE,)))

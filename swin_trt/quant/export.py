@@ -42,11 +42,9 @@ from swin_trt.files import require_parent_dir, writing
 from swin_trt.onnx_tools.export import check_precision, export_onnx, save_checked
 from swin_trt.onnx_tools.graph import lean_graph
 from swin_trt.onnx_tools.qdq_propagation import propagate_qdq
-from swin_trt.quant.export_check import check_batches, verify_quantized
+from swin_trt.quant.export_check import DEQUANTIZE_OPS, QUANTIZE_OPS, check_batches, verify_quantized
 
 _LOG = logging.getLogger("swin")
-DEQUANTIZE_OPS = ("DequantizeLinear", "TRT_FP8DequantizeLinear")
-QUANTIZE_OPS = ("QuantizeLinear", "TRT_FP8QuantizeLinear")
 # ops that only move data: TensorRT propagates Q/DQ through them
 DATA_MOVEMENT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Slice", "Concat")
 GEMM_OPS = ("MatMul", "Gemm")

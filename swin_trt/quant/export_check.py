@@ -38,6 +38,7 @@ from swin_trt.evaluation import AccuracyMeter
 from swin_trt.logs import progress
 from swin_trt.onnx_tools.runtime import OrtPredictor
 from swin_trt.onnx_tools.verify import ExportCheckError, check_graph
+from swin_trt.quant.quantize import quantizer_modules
 
 _LOG = logging.getLogger("swin")
 QUANTIZE_OPS = ("QuantizeLinear", "TRT_FP8QuantizeLinear")
@@ -51,12 +52,6 @@ SCALE_RTOL = 2e-3  # FP16 holds a scale to 2^-11 relative; the exporter computes
 def quantizer_bound(quantizer: TensorQuantizer) -> float:
     """The largest quantized value: 127 (INT8), 448 (FP8 E4M3)."""
     return FP8_MAX if quantizer.num_bits == (4, 3) else float(2 ** (quantizer.num_bits - 1) - 1)
-
-
-def enabled_quantizers(model: nn.Module) -> Dict[str, TensorQuantizer]:
-    """Name -> the enabled TensorQuantizer modules of ``model`` that quantize (not only calibrate)."""
-    return {name: m for name, m in model.named_modules()
-            if isinstance(m, TensorQuantizer) and m.is_enabled and m._if_quant}
 
 
 def _constants(graph: onnx.GraphProto) -> Dict[str, np.ndarray]:
@@ -102,7 +97,7 @@ def check_structure(graph: onnx.ModelProto, model: nn.Module, label: str) -> Dic
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     quantize_nodes = [n for n in graph.graph.node if n.op_type in QUANTIZE_OPS]
-    quantizers = enabled_quantizers(model)
+    quantizers = quantizer_modules(model)
     pairs = 0
     for name, quantizer in quantizers.items():
         mine = [n for n in quantize_nodes if _scope(n.name).startswith(f".{name}.")]

@@ -149,6 +149,11 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, TensorQuantizer) for m in model.modules())
 
 
+def quantizer_modules(model: nn.Module) -> Dict[str, TensorQuantizer]:
+    """The TensorQuantizer modules that are switched on, by name, in model order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, TensorQuantizer) and m.is_enabled}
+
+
 def enabled_quantizers(model: nn.Module) -> List[str]:
     """Names of the TensorQuantizer modules that are switched on, in model order."""
-    return [name for name, m in model.named_modules() if isinstance(m, TensorQuantizer) and m.is_enabled]
+    return list(quantizer_modules(model))

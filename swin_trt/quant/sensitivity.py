@@ -22,9 +22,9 @@ Evaluate = Callable[[nn.Module, str], Dict[str, Any]]
 
 def active_quantizers(model: nn.Module) -> Dict[str, nn.Module]:
     """The quantizers calibration switched on, by module name."""
-    from modelopt.torch.quantization.nn import TensorQuantizer  # here: the report reads this module without ModelOpt
+    from swin_trt.quant.quantize import quantizer_modules  # here: the report reads this module without ModelOpt
 
-    return {name: m for name, m in model.named_modules() if isinstance(m, TensorQuantizer) and m.is_enabled}
+    return quantizer_modules(model)
 
 
 def sites_by_row(quantizers: Sequence[str], table: Sequence[QuantSite]) -> Dict[str, List[str]]:
