@@ -49,7 +49,8 @@ def run(args: List[str]) -> float:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UserError(f"{' '.join(args[:1])} failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"{args[0]} failed with exit code {proc.returncode} ({last.removeprefix('error: ')}).")
     return time.perf_counter() - start
 
 
