@@ -28,8 +28,10 @@ from swin_trt.tables import format_table
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_config(parser)
-    parser.add_argument("--resume", help="checkpoint to export (default: MODEL.RESUME; none: random weights)")
+    cli.add_config(parser, required=False, what="model config under configs/ (optional when --resume is a model folder "
+                   "or hf:ORG/NAME)")
+    parser.add_argument("--resume", help="weights to export (default: MODEL.RESUME; none: random weights): "
+                        + cli.WEIGHTS_HELP)
     cli.add_onnx_batch(parser)
     parser.add_argument("--precision", choices=PLAIN_PRECISIONS, default="fp32", help="fp16: mixed precision, FP32 I/O")
     parser.add_argument("--output", help="the .onnx file (default: weights/<MODEL.NAME>[_fp16].onnx)")

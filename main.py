@@ -17,16 +17,18 @@ from swin_trt import cli
 from swin_trt.errors import run_main
 from swin_trt.files import write_json
 from swin_trt.out_of_memory import out_of_memory_guard
-from swin_trt.tables import format_table
+from swin_trt.tables import format_table, weakest_classes
 from swin_trt.training.session import check_inputs, make_config, run_session
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Swin Transformer training and evaluation")
-    cli.add_config(p)
+    cli.add_config(p, required=False, what="model config under configs/ (optional when --resume or --pretrained is a "
+                   "model folder or hf:ORG/NAME)")
     cli.add_data(p, holds="train/ and val/")
-    p.add_argument("--pretrained", help="weights to fine-tune from (a head of another size is re-initialised)")
-    p.add_argument("--resume", help="checkpoint to evaluate, or to resume training from")
+    p.add_argument("--pretrained", help="weights to fine-tune from (a head of another size is re-initialised): "
+                   + cli.WEIGHTS_HELP)
+    p.add_argument("--resume", help="weights to evaluate, or a checkpoint to resume training from: " + cli.WEIGHTS_HELP)
     p.add_argument("--output", default=None, metavar="DIR", help="root of output folders (default: output)")
     p.add_argument("--tag", help="sub-folder under OUTPUT/MODEL.NAME")
     p.add_argument("--eval", action="store_true", help="evaluate only")
@@ -48,7 +50,9 @@ def main(argv=None) -> None:
     with out_of_memory_guard(config.DATA.BATCH_SIZE):
         metrics, rank = run_session(config, args.device, args.compile)
     if rank == 0:
-        print(format_table([metrics]))
+        print(format_table([{k: v for k, v in metrics.items() if k != "classes"}]))
+        if weakest_classes(metrics):
+            print(weakest_classes(metrics))
         if args.output_json:
             write_json(args.output_json, {k: v for k, v in metrics.items() if k not in ("model", "device")})
 

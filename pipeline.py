@@ -3,6 +3,8 @@
     python pipeline.py                      # embedded digits data, micro model, CPU or GPU
     python pipeline.py --cfg configs/swin_tiny_patch4_window7_224.yaml \
         --resume weights/swin_tiny_patch4_window7_224.pth --data-path /path/to/imagenet
+    python pipeline.py --resume my-finetuned-swin/ --data-path my_images    # a transformers or timm folder, no --cfg
+    python pipeline.py --resume hf:microsoft/swin-tiny-patch4-window7-224 --data-path /path/to/imagenet
 
 Steps: make the digits dataset → train → PyTorch eval → export FP32 and FP16
 ONNX → calibrate + QAT → INT8 ONNX (the FP16 graph plus Q/DQ pairs) → ONNX
@@ -30,15 +32,17 @@ from typing import Optional, Sequence
 
 from swin_trt.errors import UserError, run_main
 from swin_trt.files import make_folder
-from swin_trt.pipeline import plan, run
+from swin_trt.cli import WEIGHTS_HELP
+from swin_trt.models.weight_source import resolve
+from swin_trt.pipeline import DEFAULT_CFG, plan, run
 from swin_trt.tables import format_table
-from swin_trt.validation import check_args, require_checkpoint
+from swin_trt.validation import check_args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cfg", default="configs/swin_micro_digits.yaml", help="model config")
-    p.add_argument("--resume", help="trained checkpoint (skips making the digits data and training)")
+    p.add_argument("--cfg", help=f"model config (default: {DEFAULT_CFG}, or the --resume folder's own)")
+    p.add_argument("--resume", help="trained weights (skips making the digits data and training): " + WEIGHTS_HELP)
     p.add_argument("--data-path", default="datasets/digits", help="ImageNet-style root with train/ and val/")
     p.add_argument("--batch-size", type=int, default=64, help="batch for evaluation and QAT")
     p.add_argument("--bench-batches", type=int, nargs="+", default=[1, 16, 64, 256], help="benchmark batch sizes")
@@ -53,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not args.bench_seconds > 0:
         raise UserError(f"--bench-seconds is {args.bench_seconds}: pass a time in seconds above 0.")
     if args.resume:
-        require_checkpoint(args.resume, "checkpoint", "pass the .pth file to deploy")
+        resolve(args.resume)
     steps = plan(args)
     if not args.dry_run:
         # the folders the steps write into; each step makes its own files (and make_digits its own folder)

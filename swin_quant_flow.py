@@ -45,8 +45,10 @@ from swin_trt.tables import format_table
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_config(p)
-    p.add_argument("--resume", help="plain checkpoint (with --quantize) or a quantized one to resume")
+    cli.add_config(p, required=False, what="model config under configs/ (optional when --resume is a model folder or "
+                   "hf:ORG/NAME)")
+    p.add_argument("--resume", help="plain weights (with --quantize: " + cli.WEIGHTS_HELP + ") or a quantized "
+                   "checkpoint to resume")
     cli.add_data(p, holds="train/ (calibration, QAT) and val/", batch="images per process and step")
     p.add_argument("--quantize", action="store_true", help="calibrate and fine-tune the plain checkpoint --resume")
     p.add_argument("--format", choices=FORMATS, help="int8 (default), fp8 (E4M3, Hopper and later) or auto (a format "

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from swin_trt.data.fast_loader import GpuPrefetcher, build_uint8_loader, sample_list
 from swin_trt.data.gpu_decode import GpuDecodePrefetcher, build_encoded_loader
+from swin_trt.data.transforms import EVAL_CROP_PCT
 from swin_trt.errors import run_main
 from swin_trt.files import atomic_path, write_json
 from swin_trt.tables import format_table
@@ -135,7 +136,7 @@ def benchmark_pipeline(folder: str, images: int, batch_size: int, workers: int, 
     rows.append(dict(pipeline=f"fast (uint8 workers, GPU normalise){suffix}",
                      **time_delivery(prefetcher, device, images, "fast", consume)))
     for background in (True, False) if gpu_decode else ():
-        encoded = GpuDecodePrefetcher(build_encoded_loader(samples, batch_size, workers), device, size, True, "bicubic",
+        encoded = GpuDecodePrefetcher(build_encoded_loader(samples, batch_size, workers), device, size, EVAL_CROP_PCT, "bicubic",
                                       IMAGENET_MEAN, IMAGENET_STD, dtype, background=background)
         time_delivery(encoded, device, min(len(samples), images // 4), "warm-up GPU decode")
         how = "producer thread" if background else "inline, one batch ahead"
@@ -149,7 +150,7 @@ def benchmark_pipeline(folder: str, images: int, batch_size: int, workers: int, 
         from swin_trt.data.transforms import eval_resize_size
 
         transform = transforms.Compose([
-            transforms.Resize(eval_resize_size(size, True), interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.Resize(eval_resize_size(size, EVAL_CROP_PCT), interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
         dataset = CheckedImageFolder(folder, transform)
         pil = ImageLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",

@@ -18,7 +18,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from swin_trt.config import get_config
+from swin_trt.cli import WEIGHTS_HELP
+from swin_trt.models.weight_source import weights_config
 from swin_trt.contract import Preprocessing
 from swin_trt.data import build_loader
 from swin_trt.errors import run_main
@@ -31,8 +32,8 @@ from swin_trt.onnx_tools.graph import lean_graph
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg", required=True, help="model config")
-    parser.add_argument("--resume", default="", help="checkpoint (default: seeded random weights)")
+    parser.add_argument("--cfg", help="model config (optional for a model folder or hf:ORG/NAME)")
+    parser.add_argument("--resume", default="", help="weights (default: seeded random weights): " + WEIGHTS_HELP)
     parser.add_argument("--data-path", help="folder with val/ (default: seeded noise images)")
     parser.add_argument("--images", type=int, default=64, help="images to measure over")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -63,7 +64,7 @@ def image_batches(args: argparse.Namespace, config) -> Iterator[np.ndarray]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    config = get_config(args.cfg, DATA__DATA_PATH=args.data_path)
+    config = weights_config(args.cfg, [], args.resume, DATA__DATA_PATH=args.data_path)
     torch.manual_seed(args.seed)
     model = model_with_weights(config, args.resume, "measuring")
     if not args.resume:

@@ -17,18 +17,18 @@ from typing import Optional, Sequence
 
 import torch
 
-from swin_trt.config import get_config
+from swin_trt.cli import WEIGHTS_HELP
+from swin_trt.models.weight_source import weights_config
 from swin_trt.errors import run_main
 from swin_trt.files import atomic_torch_save
 from swin_trt.models import build_model, load_weights
 from swin_trt.quant.outliers import add_outlier_channels
-from swin_trt.validation import require_checkpoint
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg", required=True, help="config of the checkpoint")
-    parser.add_argument("--resume", required=True, help="trained checkpoint (plain weights)")
+    parser.add_argument("--cfg", help="config of the weights (optional for a model folder or hf:ORG/NAME)")
+    parser.add_argument("--resume", required=True, help="trained weights: " + WEIGHTS_HELP)
     parser.add_argument("--output", required=True, help="the outlier variant's checkpoint")
     parser.add_argument("--factor", type=float, default=200.0, help="how much wider the outlier channels are")
     parser.add_argument("--channels", type=int, default=4, help="outlier channels per stage")
@@ -39,9 +39,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    config = get_config(args.cfg, [] if not args.data_path else ["DATA.DATA_PATH", args.data_path,
-                                                                  "DATA.NUM_WORKERS", "0"])
-    require_checkpoint(args.resume)
+    config = weights_config(args.cfg, [] if not args.data_path else ["DATA.DATA_PATH", args.data_path,
+                                                                      "DATA.NUM_WORKERS", "0"], args.resume)
     model = build_model(config)
     load_weights(model, args.resume)
     model.eval()

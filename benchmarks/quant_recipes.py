@@ -21,7 +21,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from swin_trt.config import get_config
+from swin_trt.cli import WEIGHTS_HELP
+from swin_trt.models.weight_source import weights_config
 from swin_trt.errors import UserError, run_main
 from swin_trt.files import make_folder, write_json
 from swin_trt.quant.recipes import gemm_counts, recipe_table, recipes
@@ -32,8 +33,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cfg", required=True, help="model config")
-    parser.add_argument("--resume", required=True, help="plain checkpoint (e.g. the outlier test bed's)")
+    parser.add_argument("--cfg", help="model config (optional for a model folder or hf:ORG/NAME)")
+    parser.add_argument("--resume", required=True, help="plain weights (e.g. the outlier test bed's): " + WEIGHTS_HELP)
     parser.add_argument("--data-path", required=True, help="dataset with train/ (calibration, QAT) and val/")
     parser.add_argument("--work-dir", required=True, help="folder for every recipe's checkpoints and graphs")
     parser.add_argument("--keep", nargs="+", help="QUANT.KEEP_HIGH_PRECISION patterns of the kept-modules recipe")
@@ -56,9 +57,9 @@ def run(args: List[str]) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    config = get_config(args.cfg)
+    config = weights_config(args.cfg, [], args.resume)
     make_folder(args.work_dir)
-    cfg = ["--cfg", args.cfg]
+    cfg = ["--cfg", args.cfg] if args.cfg else []  # a folder's commands read its own config
     fp16 = os.path.join(args.work_dir, "fp16.onnx")
     run(["export.py", *cfg, "--resume", args.resume, "--dynamic-batch", "--precision", "fp16", "--output", fp16])
     results: List[Dict[str, Any]] = []

@@ -293,17 +293,20 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
 
 
 def benchmark_config(cfg_file: Optional[str], opts: Sequence[str], onnx_files: Dict[str, str], engines: Dict[str, str],
-                     pytorch_backends: Sequence[str] = ()):
-    """The benchmark's config: ``cfg_file`` checked against every file's recorded preprocessing, or, without it,
-    made from the first record (PyTorch backends need ``cfg_file``: the record has no architecture).
+                     pytorch_backends: Sequence[str] = (), weights: Optional[str] = None):
+    """The benchmark's config: ``cfg_file`` (or the config a ``weights`` folder carries) checked against every file's
+    recorded preprocessing, or, without either, made from the first record (PyTorch backends need a config: the
+    record has no architecture).
 
     Raises:
         UserError: a file records other images than the config, or there is neither a config nor a record.
     """
     from swin_trt.contract import Preprocessing, read_onnx_contract, resolve_config
+    from swin_trt.models.weight_source import is_folder_reference, weights_config
     from swin_trt.trt.metadata import read_metadata
 
-    if not cfg_file and pytorch_backends:
+    own = bool(weights) and is_folder_reference(weights)
+    if not cfg_file and not own and pytorch_backends:
         raise UserError(f"--backends {' '.join(sorted(pytorch_backends))} run the PyTorch model, whose architecture only "
                         "the config describes: pass --cfg.")
     records = []
@@ -313,11 +316,11 @@ def benchmark_config(cfg_file: Optional[str], opts: Sequence[str], onnx_files: D
     for path in engines.values():
         record = (read_metadata(path) or {}).get("preprocessing")
         records.append((f"engine {path}", Preprocessing.from_dict(record) if record else None))
-    if cfg_file:
-        config = resolve_config(cfg_file, opts, None, cfg_file)
+    if cfg_file or own:
+        config = weights_config(cfg_file, opts, weights if own else None)
         for source, contract in records:
             if contract is not None:
-                contract.check_config(config, source, cfg_file)
+                contract.check_config(config, source, cfg_file or weights)
         return config
     found = [(source, contract) for source, contract in records if contract is not None]
     if not found:

@@ -7,6 +7,10 @@ from typing import Any, Dict, Optional
 from swin_trt.trt.backend import BACKEND_CHOICES
 
 
+WEIGHTS_HELP = ("a .pth or .safetensors file, a timm or transformers model folder, or hf:ORG/NAME[@REVISION] (a folder "
+                "brings its own config: --cfg is then optional)")
+
+
 def add_config(parser: argparse.ArgumentParser, required: bool = True, what: str = "model config under configs/") -> None:
     """``--cfg FILE`` and ``--opts KEY VALUE ...`` (the original's names)."""
     parser.add_argument("--cfg", required=required, metavar="FILE", help=what)

@@ -8,7 +8,7 @@ differs from these defaults.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -45,6 +45,12 @@ _C.MODEL.NUM_CLASSES = 1000  # classifier outputs
 _C.MODEL.DROP_RATE = 0.0  # dropout
 _C.MODEL.DROP_PATH_RATE = 0.1  # stochastic depth (highest rate, linear over blocks)
 _C.MODEL.LABEL_SMOOTHING = 0.1  # label smoothing for the training loss
+# the class names in logit order (transformers' id2label, timm's label_names); empty: unnamed classes. Evaluation maps
+# the class folders of a dataset to them by name when every folder is one of them (data/image_folder.py)
+_C.MODEL.LABEL_NAMES = []
+# epsilon of the blocks' LayerNorms and the final norm (transformers' layer_norm_eps; the patch-embedding and merging
+# norms keep PyTorch's 1e-5, as in the original and in transformers)
+_C.MODEL.LAYER_NORM_EPS = 1e-5
 
 _C.MODEL.SWIN = CN()
 _C.MODEL.SWIN.PATCH_SIZE = 4  # patch-embedding stride and kernel
@@ -125,7 +131,8 @@ _C.AUG.MIXUP_MODE = "batch"  # batch | pair | elem
 # Testing
 # -----------------------------------------------------------------------------
 _C.TEST = CN()
-_C.TEST.CROP = True  # resize by 256/224 then centre-crop (else resize to the input size)
+_C.TEST.CROP = True  # resize the short side to IMG_SIZE / CROP_PCT, then centre-crop (else resize to the input size)
+_C.TEST.CROP_PCT = 0.875  # with CROP: the crop's share of the resized short side (timm's crop_pct; 0.875 = 224/256)
 _C.TEST.SEQUENTIAL = True  # accepted so that the original's YAML files load; unused (evaluation always reads val/ in file order, one shard per rank)
 
 # -----------------------------------------------------------------------------
@@ -246,12 +253,27 @@ def _merge_opts(config: CN, opts: Sequence[str]) -> None:
         raise UserError(f"--opts has a value of the wrong type ({err}).") from None
 
 
-def get_config(cfg_file: Optional[str] = None, opts: Iterable[str] = (), **overrides: Any) -> CN:
-    """Defaults ← YAML file ← ``--opts`` pairs ← explicit CLI flags.
+def config_beside(artifact: str) -> str:
+    """Where the config a file was made with is written: ``weights/x_fp16.onnx`` -> ``weights/x_fp16.yaml``."""
+    return os.path.splitext(artifact)[0] + ".yaml"
+
+
+def save_config(config: CN, path: str) -> str:
+    """Write ``config`` as YAML that ``--cfg`` reads back, atomically; returns ``path``."""
+    from swin_trt.files import atomic_write_bytes
+
+    atomic_write_bytes(path, config.dump().encode())
+    return path
+
+
+def get_config(cfg_file: Optional[str] = None, opts: Iterable[str] = (), values: Optional[Mapping[str, Any]] = None,
+               **overrides: Any) -> CN:
+    """Defaults ← YAML file ← ``values`` ← ``--opts`` pairs ← explicit CLI flags.
 
     Args:
         cfg_file: path of a YAML under configs/ (or None for the defaults).
         opts: flat ``KEY VALUE`` list as given after ``--opts``.
+        values: dotted keys a weights folder's own files give (models/weight_source.py).
         overrides: dotted keys (``DATA__BATCH_SIZE`` style with ``__``) set last
             when their value is not None; the scripts map their flags here.
     """
@@ -259,6 +281,12 @@ def get_config(cfg_file: Optional[str] = None, opts: Iterable[str] = (), **overr
     if cfg_file:
         _merge_yaml(config, cfg_file)
     config.defrost()
+    for key, value in (values or {}).items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = list(value) if isinstance(value, tuple) else value
     _merge_opts(config, list(opts or ()))
     for key, value in overrides.items():
         if value is None:

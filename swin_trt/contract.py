@@ -18,7 +18,7 @@ import onnx
 from yacs.config import CfgNode
 
 from swin_trt.config import model_node
-from swin_trt.data.transforms import EVAL_CROP_PCT
+from swin_trt.data.transforms import NO_CROP, eval_crop_pct
 from swin_trt.errors import UserError
 
 KEY_PREFIX = "swin_trt."
@@ -38,8 +38,10 @@ class Preprocessing:
         num_classes: logits per image.
         input_size: (C, H, W).
         mean, std: per-channel normalisation of [0, 1] pixels.
-        crop_pct: the centre crop of evaluation (0.875: short side to H / 0.875, crop H); 1.0 means a plain resize.
+        crop_pct: the centre crop of evaluation (0.875: short side to floor(H / 0.875), crop H); 1.0 means a plain
+            resize.
         interpolation: DATA.INTERPOLATION.
+        labels: the class names in logit order (MODEL.LABEL_NAMES); empty when the classes are unnamed.
     """
 
     model: str
@@ -49,12 +51,13 @@ class Preprocessing:
     std: Tuple[float, ...]
     crop_pct: float
     interpolation: str
+    labels: Tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: CfgNode) -> "Preprocessing":
         return cls(config.MODEL.NAME, int(config.MODEL.NUM_CLASSES), tuple(config_input_shape(config)),
                    tuple(float(v) for v in config.DATA.MEAN), tuple(float(v) for v in config.DATA.STD),
-                   EVAL_CROP_PCT if config.TEST.CROP else 1.0, config.DATA.INTERPOLATION)
+                   eval_crop_pct(config), config.DATA.INTERPOLATION, tuple(str(v) for v in config.MODEL.LABEL_NAMES))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
@@ -66,10 +69,12 @@ class Preprocessing:
         return dataclasses.asdict(self)
 
     def mismatches(self, config: CfgNode) -> List[str]:
-        """``field file-value vs config-value`` for every field the config sets otherwise."""
+        """``field file-value vs config-value`` for every field the config sets otherwise (a config without label
+        names leaves the file's names alone: unnamed classes are not other classes)."""
         other = Preprocessing.from_config(config)
-        return [f"{f.name} {getattr(self, f.name)} vs {getattr(other, f.name)}" for f in dataclasses.fields(self)
-                if _differs(getattr(self, f.name), getattr(other, f.name))]
+        return [f"{f.name} {_shown(getattr(self, f.name))} vs {_shown(getattr(other, f.name))}"
+                for f in dataclasses.fields(self)
+                if differs(getattr(self, f.name), getattr(other, f.name)) and not (f.name == "labels" and not other.labels)]
 
     def check_config(self, config: CfgNode, source: str, cfg_file: str) -> None:
         """Raise a :class:`UserError` unless ``config`` prepares images as ``source`` (a file) was made to take them."""
@@ -86,14 +91,25 @@ class Preprocessing:
         config.MODEL.NAME, config.MODEL.NUM_CLASSES = self.model, self.num_classes
         model_node(config).IN_CHANS, config.DATA.IMG_SIZE = self.input_size[0], self.input_size[1]
         config.DATA.MEAN, config.DATA.STD = list(self.mean), list(self.std)
-        config.DATA.INTERPOLATION, config.TEST.CROP = self.interpolation, self.crop_pct < 1.0
+        config.DATA.INTERPOLATION, config.TEST.CROP = self.interpolation, self.crop_pct < NO_CROP
+        if self.crop_pct < NO_CROP:
+            config.TEST.CROP_PCT = self.crop_pct
+        config.MODEL.LABEL_NAMES = list(self.labels)
         config.freeze()
         return config
 
 
-def _differs(a: Any, b: Any) -> bool:
+def _shown(value: Any) -> Any:
+    """A field's value for a message: a long list of names as its first few."""
+    if isinstance(value, tuple) and len(value) > 4 and all(isinstance(v, str) for v in value):
+        return f"({', '.join(value[:3])}, ... {len(value)} names)"
+    return value
+
+
+def differs(a: Any, b: Any) -> bool:
+    """Whether two config or contract values differ (sequences item by item, floats beyond 1e-6)."""
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+        return len(a) != len(b) or any(differs(x, y) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
         return abs(float(a) - float(b)) > 1e-6
     return a != b

@@ -25,6 +25,7 @@ from swin_trt.trt.metadata import file_sha256
 from swin_trt.validation import check_config
 
 DEPLOYMENT_NODES = ("QUANT", "ONNX", "TRT")  # read by the deployment steps only, never by main.py
+DEFAULT_CFG = "configs/swin_micro_digits.yaml"  # the embedded default: the micro model on the digits
 
 
 PY = sys.executable
@@ -157,12 +158,44 @@ def tensorrt_builder_available() -> Optional[str]:
     return None
 
 
+def weight_inputs(reference: str) -> List[str]:
+    """The files a step's weights are fingerprinted by: a checkpoint file itself; a folder's (or a Hub snapshot's)
+    config files and weight files."""
+    from swin_trt.models.weight_source import is_folder_reference, resolve
+
+    if not is_folder_reference(reference):
+        return [reference]
+    source = resolve(reference)
+    extra = [os.path.join(source.path, n) for n in ("config.json", "preprocessor_config.json")]
+    return [p for p in extra if os.path.isfile(p)] + list(source.weight_files)
+
+
+def pipeline_config(args: argparse.Namespace) -> Tuple[CfgNode, str]:
+    """The pipeline's config and the YAML its steps take as ``--cfg``: ``--cfg`` itself, or (for a ``--resume``
+    folder without ``--cfg``) the folder's own config, written to ``<weights>/<MODEL.NAME>.yaml`` (not in a dry run)."""
+    from swin_trt.config import save_config
+    from swin_trt.files import make_folder
+    from swin_trt.models.weight_source import is_folder_reference, weights_config
+
+    if not (args.resume and is_folder_reference(args.resume)):
+        cfg_file = args.cfg or DEFAULT_CFG
+        config = get_config(cfg_file)
+    elif args.cfg:
+        cfg_file, config = args.cfg, weights_config(args.cfg, [], args.resume)
+    else:
+        config = weights_config(None, [], args.resume)
+        cfg_file = os.path.join(args.weights, f"{config.MODEL.NAME}.yaml")
+        if not getattr(args, "dry_run", False):
+            save_config(config, os.path.join(make_folder(args.weights), os.path.basename(cfg_file)))
+    check_config(config, cfg_file)
+    return config, cfg_file
+
+
 def plan(args: argparse.Namespace) -> List[Step]:
     """The workflow's steps in order, each with its inputs, outputs and the config nodes it reads."""
-    config = get_config(args.cfg)
-    check_config(config, args.cfg)
+    config, cfg_file = pipeline_config(args)
     name = config.MODEL.NAME
-    cfg = ["--cfg", args.cfg]
+    cfg = ["--cfg", cfg_file]
     data = args.data_path
     train_data, val_data = os.path.join(data, "train"), os.path.join(data, "val")
     weights, results = args.weights, args.results
@@ -179,16 +212,19 @@ def plan(args: argparse.Namespace) -> List[Step]:
 
     def step(name: str, command: List[str], inputs: List[str], outputs: List[str], nodes: Sequence[str] = (),
              note: str = "") -> Step:
+        inputs = [path for item in inputs for path in (weights if item == ckpt else [item])]
         return Step(name, command, inputs, outputs, note, tuple(nodes), config if nodes else None,
-                    args.cfg if nodes else "")
+                    cfg_file if nodes else "")
 
     steps: List[Step] = []
     if args.resume:
         ckpt = args.resume
+        weights = weight_inputs(args.resume)
     else:
         steps.append(step("data", [PY, "make_digits.py", "--output", data], [], [val_data]))
         out_dir = os.path.join(args.output, name, "default")
         ckpt = os.path.join(out_dir, "ckpt_final.pth")
+        weights = [ckpt]
         steps.append(step("train", [PY, "main.py", *cfg, "--data-path", data, "--output", args.output,
                                     "--output-json", os.path.join(results, "train_metrics.json")],
                           [train_data, val_data], [ckpt], pytorch_nodes))
@@ -252,7 +288,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
     accuracy = [os.path.join(acc, f) for f in ("pytorch_fp32.json", "onnxrt_fp32.json", "onnxrt_fp16.json",
                                                "onnxrt_int8.json")] + list(trt_results.values())
     steps.append(step("report", [PY, "report.py", "--results", results, "--title", f"{name} deployment report",
-                                 "--cfg", args.cfg, "--checkpoint", ckpt],
+                                 "--cfg", cfg_file, "--checkpoint", ckpt],
                       accuracy + [quant_metrics, sensitivity, plans, bench, ckpt],
                       [os.path.join(results, "report.md"), os.path.join(results, "accuracy_vs_speed.png")]))
     return steps

@@ -114,13 +114,27 @@ def file_record(path: Optional[str]) -> Optional[Dict[str, str]]:
     return {"path": path, "sha256": file_sha256(path) if os.path.isfile(path) else "missing"}
 
 
+def weights_record(reference: Optional[str]) -> Optional[Dict[str, Any]]:
+    """Where the weights came from (models/weight_source.py: the path or Hub id, its revision, each weight file's
+    SHA-256), or :func:`file_record` of a reference that no longer resolves; None without one."""
+    if not reference:
+        return None
+    from swin_trt.errors import UserError
+    from swin_trt.models.weight_source import resolve
+
+    try:
+        return resolve(reference).describe()
+    except UserError:
+        return file_record(reference)
+
+
 def provenance(cfg_file: Optional[str] = None, checkpoint: Optional[str] = None, code_dir: Optional[str] = None,
                model: Optional[str] = None) -> Dict[str, Any]:
     """Everything :func:`format_provenance` prints, as a dict for ``report.json``.
 
     Args:
         cfg_file: the config the figures were made with.
-        checkpoint: the trained weights they were made from.
+        checkpoint: the weights they were made from (any reference models/weight_source.py reads).
         code_dir: a folder of the checkout (default: this package's).
         model: ``MODEL.NAME``.
     """
@@ -130,7 +144,7 @@ def provenance(cfg_file: Optional[str] = None, checkpoint: Optional[str] = None,
         config["model"] = model
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **git_commit(code_dir), "machine": machine(), "versions": versions(), "config": config,
-            "checkpoint": file_record(checkpoint)}
+            "checkpoint": weights_record(checkpoint)}
 
 
 def describe_machine(info: Dict[str, Any]) -> str:
@@ -142,6 +156,20 @@ def describe_machine(info: Dict[str, Any]) -> str:
     return f"{info.get('cpu', 'unknown CPU')} ({info.get('cores')} cores); {gpu}"
 
 
+def describe_weights(record: Dict[str, Any]) -> str:
+    """``hf:microsoft/swin-tiny... (transformers folder, revision 0123abc; model.safetensors SHA-256 ...)`` or
+    ``path (SHA-256 ...)`` for a record of :func:`weights_record` (or an older report's file record)."""
+    if "weights" not in record:
+        return f"{record['path']} (SHA-256 {record['sha256']})"
+    from swin_trt.models.weight_source import KINDS
+
+    head = [KINDS.get(record.get("kind"), record.get("kind", ""))]
+    if record.get("revision"):
+        head.append(f"revision {record['revision']}")
+    files = "; ".join(f"{os.path.basename(w['path'])} SHA-256 {w['sha256']}" for w in record["weights"])
+    return f"{record['reference']} ({', '.join(head)}; {files})"
+
+
 def format_provenance(info: Dict[str, Any]) -> str:
     """A two-column markdown table of :func:`provenance`."""
     commit = info.get("commit", NOT_GIT)
@@ -151,9 +179,11 @@ def format_provenance(info: Dict[str, Any]) -> str:
     rows = [("commit", commit), ("date", info.get("date", "")), ("machine", describe_machine(machine_info)),
             ("system", f"{machine_info.get('os', '')}, Python {machine_info.get('python', '')}")]
     rows += [(name, version) for name, version in (info.get("versions") or {}).items()]
-    for key in ("config", "checkpoint"):
-        record = info.get(key)
-        if record:
-            extra = f", {record['model']}" if record.get("model") else ""
-            rows.append((key, f"{record['path']}{extra} (SHA-256 {record['sha256']})"))
+    config = info.get("config")
+    if config:
+        extra = f", {config['model']}" if config.get("model") else ""
+        rows.append(("config", f"{config['path']}{extra} (SHA-256 {config['sha256']})"))
+    weights = info.get("checkpoint")
+    if weights:
+        rows.append(("weights", describe_weights(weights)))
     return "\n".join(["| | |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows])

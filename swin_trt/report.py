@@ -124,6 +124,37 @@ def accuracy_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
+CLASSES_SHOWN = 10  # classes in the report's per-class table
+
+
+def class_table(rows: List[Dict], count: int = CLASSES_SHOWN) -> str:
+    """Per-class Acc@1 of every evaluation that names its classes (a model with label names): the ``count`` classes
+    that lose most against the PyTorch FP32 row in any other row (then the weakest in it), one column per row."""
+    measured = [r for r in rows if r.get("classes")]
+    if not measured:
+        return ""
+    reference = next((r for r in measured if r["backend"] == "pytorch" and r["precision"] == "fp32"), measured[0])
+    columns = [(f"{backend_name(r)} {r['precision'].upper()}", {c["class"]: c["acc1"] for c in r["classes"]})
+               for r in measured]
+    base = {c["class"]: c for c in reference["classes"]}
+
+    def loss(name: str) -> tuple:
+        drops = [base[name]["acc1"] - acc[name] for _, acc in columns if name in acc]
+        return (-max(drops, default=0.0), base[name]["acc1"], name)
+
+    shown = sorted(base, key=loss)[:count]
+    lines = ["| class | images | " + " | ".join(label for label, _ in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
+    for name in shown:
+        cells = [f"{acc[name]:.1f}" if name in acc else "" for _, acc in columns]
+        lines.append(f"| {name} | {base[name]['images']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+CLASSES_NOTE = ("Acc@1 (%) per class, by the model's own class names, for the {shown} of {total} classes that lose most "
+                "against PyTorch FP32 in any row (then the weakest there).")
+
+
 def ran_with(rows: List[Dict]) -> str:
     """The providers ONNX Runtime ran with and the GPU TensorRT ran on, as the evaluations recorded them."""
     parts = []
@@ -242,6 +273,10 @@ def write_report(results: str, title: str = "", cfg_file: Optional[str] = None, 
           "end).", "", "## Accuracy", "", accuracy_table(rows), ""]
     note = ran_with(rows)
     md += [note, ""] if note else []
+    classes = class_table(rows)
+    if classes:
+        total = max(len(r["classes"]) for r in rows if r.get("classes"))
+        md += ["### Classes", "", CLASSES_NOTE.format(shown=min(total, CLASSES_SHOWN), total=total), "", classes, ""]
     md += ["## Throughput (images/s)", "", throughput_table(bench), ""]
     if bench and bench.get("devices"):
         md += [f"Measured on {bench.get('date', '')}: {', '.join(map(str, bench['devices']))}; torch "

@@ -11,6 +11,16 @@ def metrics_dict(acc1: float, acc5: float, loss: float, images: int, images_per_
     return out
 
 
+def weakest_classes(metrics: Dict[str, Any], count: int = 5) -> str:
+    """``classes with the lowest Acc@1: cat 60.0% (5 images), ...`` from the ``classes`` of a metrics dict (a model
+    that names its classes), or '' without them."""
+    rows = sorted(metrics.get("classes") or [], key=lambda r: (r["acc1"], -r["images"]))[:count]
+    if not rows:
+        return ""
+    return "classes with the lowest Acc@1: " + ", ".join(
+        f"{r['class']} {r['acc1']:.1f}% ({r['images']} image{'s' if r['images'] != 1 else ''})" for r in rows)
+
+
 def format_table(rows: list, columns: Optional[list] = None) -> str:
     """A small markdown table of dicts (used for the end-of-run summaries)."""
     if not rows:

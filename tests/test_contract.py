@@ -37,8 +37,11 @@ def test_one_crop_definition_serves_every_loader():
     for size in (224, 384):
         steps = build_transform(get_config(TINY_CFG, ["DATA.IMG_SIZE", str(size)]), is_train=False).transforms
         resize, crop = (s for s in steps if isinstance(s, (Resize, CenterCrop)))
-        assert resize.size == eval_resize_size(size, True) == {224: 256, 384: 438}[size]  # the original's int(size / 0.875)
+        assert resize.size == eval_resize_size(size, EVAL_CROP_PCT) == {224: 256, 384: 438}[size]  # int(size / 0.875)
         assert crop.size == (size, size)
+    # timm's crop_pct 0.9 (its Swin pretrained_cfg): floor(224 / 0.9), as timm.data.create_transform resizes
+    timm_steps = build_transform(get_config(TINY_CFG, ["TEST.CROP_PCT", "0.9"]), is_train=False).transforms
+    assert next(s for s in timm_steps if isinstance(s, Resize)).size == eval_resize_size(224, 0.9) == 248
 
 
 def test_a_config_for_other_images_is_one_sentence_naming_the_fields():

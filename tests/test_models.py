@@ -100,6 +100,9 @@ def test_head_of_other_size_fails_unless_fine_tuning(tmp_path):
 def test_unreadable_checkpoint_is_a_user_error(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a PyTorch checkpoint or a safetensors file .it is a text file"):
+        load_weights(build_model(get_config(MICRO_CFG)), str(bad))
+    bad.write_bytes(b"PK\x03\x04 a zip header and nothing else")
     with pytest.raises(UserError, match="could not be read"):
         load_weights(build_model(get_config(MICRO_CFG)), str(bad))
     with pytest.raises(UserError, match="does not exist"):

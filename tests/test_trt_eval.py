@@ -37,7 +37,7 @@ def test_fast_pipeline_matches_the_pil_evaluation_transform_on_a_jpeg(tmp_path):
     path = tmp_path / "photo.jpg"
     coarse.save(path, "JPEG", quality=90)
     reference = build_transform(config, is_train=False)(Image.open(path).convert("RGB"))
-    fast = normalise(resize_for_eval(decode_rgb(str(path)), 224, crop=True)[None], config)[0]
+    fast = normalise(resize_for_eval(decode_rgb(str(path)), 224, crop_pct=0.875)[None], config)[0]
     levels = (fast - reference).abs() * torch.tensor(config.DATA.STD).view(3, 1, 1) * 255
     assert fast.shape == reference.shape == (3, 224, 224)
     assert levels.max().item() <= 2.0 and levels.mean().item() < 0.1
@@ -62,7 +62,7 @@ def test_gpu_decode_pipeline_gives_the_same_images_up_to_rounding(tmp_path):
     samples = sample_list(str(tmp_path))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the same code runs on either
     workers = GpuPrefetcher(build_uint8_loader(samples, 224, 4, 0), device, IMAGENET_MEAN, IMAGENET_STD)
-    nvjpeg = GpuDecodePrefetcher(build_encoded_loader(samples, 4, 0), device, 224, True, "bicubic", IMAGENET_MEAN,
+    nvjpeg = GpuDecodePrefetcher(build_encoded_loader(samples, 4, 0), device, 224, 0.875, "bicubic", IMAGENET_MEAN,
                                  IMAGENET_STD)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     for (x, y), (gx, gy) in zip(workers, nvjpeg):
@@ -71,16 +71,18 @@ def test_gpu_decode_pipeline_gives_the_same_images_up_to_rounding(tmp_path):
         assert levels.mean().item() < 0.6 and levels.max().item() <= 4
 
 
-@pytest.mark.parametrize("height,width,crop,interpolation", [(375, 500, True, "bicubic"), (513, 341, True, "bicubic"),
-                                                              (257, 256, True, "bilinear"), (300, 410, False, "bicubic")])
+@pytest.mark.parametrize("height,width,crop,interpolation", [(375, 500, 0.875, "bicubic"), (513, 341, 0.875, "bicubic"),
+                                                              (257, 256, 0.875, "bilinear"), (300, 410, 1.0, "bicubic"),
+                                                              (375, 500, 0.9, "bicubic")])
 def test_resize_matrices_reproduce_torchvision_resize_and_centre_crop(height, width, crop, interpolation):
     from torchvision.transforms.v2 import functional as F
 
     image = torch.rand(3, height, width, dtype=torch.float64) * 255  # 3, H, W
     rows, cols = eval_resize_matrices(height, width, 224, crop, interpolation)
     mode = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.InterpolationMode.BILINEAR}[interpolation]
-    if crop:
-        reference = F.center_crop(F.resize(image, [256], interpolation=mode, antialias=True), [224, 224])
+    if crop < 1:
+        short = {0.875: 256, 0.9: 248}[crop]
+        reference = F.center_crop(F.resize(image, [short], interpolation=mode, antialias=True), [224, 224])
     else:
         reference = F.resize(image, [224, 224], interpolation=mode, antialias=True)
     torch.testing.assert_close(rows.double().T @ image @ cols.double(), reference, atol=1e-3, rtol=0)
@@ -90,8 +92,8 @@ def test_batch_resizer_pads_without_leaking_padding_into_the_output():
     from swin_trt.data.resize_matrices import BatchResizer
 
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in ((375, 500), (500, 375), (260, 300))]
-    batch = BatchResizer(224, True, "bicubic", torch.device("cpu"))(images)  # padded to 500 x 500 inside
-    alone = torch.cat([BatchResizer(224, True, "bicubic", torch.device("cpu"))([image]) for image in images])
+    batch = BatchResizer(224, 0.875, "bicubic", torch.device("cpu"))(images)  # padded to 500 x 500 inside
+    alone = torch.cat([BatchResizer(224, 0.875, "bicubic", torch.device("cpu"))([image]) for image in images])
     assert batch.shape == (3, 3, 224, 224)
     torch.testing.assert_close(batch, alone, atol=1e-3, rtol=0)
     reference = torch.stack([resize_for_eval(image.float(), 224) for image in images]).clamp(0, 255)
@@ -105,7 +107,7 @@ def test_gpu_decode_names_an_unreadable_file_from_its_producer_thread(tmp_path, 
     write_jpegs(str(tmp_path), 3, workers=1)
     (tmp_path / "class_00" / "zz_broken.JPEG").write_bytes(b"\xff\xd8 not really a jpeg")
     batches = GpuDecodePrefetcher(build_encoded_loader(sample_list(str(tmp_path)), 2, 0), torch.device("cpu"), 224,
-                                  True, "bicubic", IMAGENET_MEAN, IMAGENET_STD, background=background)
+                                  0.875, "bicubic", IMAGENET_MEAN, IMAGENET_STD, background=background)
     with pytest.raises(UserError, match="zz_broken.JPEG cannot be decoded"):
         for _ in batches:
             pass

@@ -49,7 +49,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cli.add_config(parser, required=False, what="config of the model (default: the record of the first --onnx/--engine "
                                                 "file; eager and compile need it)")
-    parser.add_argument("--resume", help="checkpoint (random weights when omitted)")
+    parser.add_argument("--resume", help="weights of the PyTorch rows (random when omitted): " + cli.WEIGHTS_HELP)
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=["eager", "compile", "ort"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], help="for the ort/eager/compile columns")
     parser.add_argument("--engine", action="append", default=[], help="PRECISION=FILE, a TensorRT engine (repeatable)")
@@ -74,7 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     create_logger()
     engines = parse_assignments(args.engine, "--engine")
     onnx_files = parse_assignments(args.onnx, "--onnx")
-    config = benchmark_config(args.cfg, args.opts, onnx_files, engines, set(args.backends) & {"eager", "compile"})
+    config = benchmark_config(args.cfg, args.opts, onnx_files, engines, set(args.backends) & {"eager", "compile"},
+                              args.resume)
     if "trt" in args.backends and not engines:
         raise UserError("--backends trt needs at least one --engine PRECISION=FILE.")
     if engines and "trt" not in args.backends:

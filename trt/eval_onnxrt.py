@@ -23,7 +23,7 @@ from swin_trt.errors import UserError, run_main
 from swin_trt.files import write_json
 from swin_trt.logs import create_logger
 from swin_trt.onnx_tools.evaluate import evaluate_onnx
-from swin_trt.tables import format_table
+from swin_trt.tables import format_table, weakest_classes
 from swin_trt.validation import check_args, check_config, require_dataset, require_onnx
 
 
@@ -57,6 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cleanup()
     if rank == 0:
         print(format_table([metrics], ["onnx", "providers", "batch_size", "images", "acc1", "acc5", "loss", "images_per_s"]))
+        if weakest_classes(metrics):
+            print(weakest_classes(metrics))
         if args.output_json:
             write_json(args.output_json, metrics)
 

@@ -35,10 +35,11 @@ from swin_trt.errors import UserError, run_main
 from swin_trt.files import write_json
 from swin_trt.out_of_memory import out_of_memory_guard
 from swin_trt.logs import create_logger
-from swin_trt.tables import format_table
+from swin_trt.tables import format_table, weakest_classes
 from swin_trt.trt.evaluate import check_engine_config, evaluate_engine, gpu_batches, load_reference_model
 from swin_trt.trt.metadata import read_metadata
-from swin_trt.validation import check_args, check_config, require_checkpoint, require_dataset, require_engine
+from swin_trt.models.weight_source import is_folder_reference, weights_config
+from swin_trt.validation import check_args, check_config, require_dataset, require_engine
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -69,27 +70,30 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     config = resolve_config(args.cfg, args.opts, Preprocessing.from_dict(record) if record else None,
                             f"engine {args.resume}", DATA__DATA_PATH=args.data_path, DATA__BATCH_SIZE=args.batch_size)
     check_config(config, args.cfg or args.resume)
+    model_config = None
     if args.compare_checkpoint:
-        if not args.cfg:
+        if not args.cfg and not is_folder_reference(args.compare_checkpoint):
             raise UserError("--compare-checkpoint builds the PyTorch model, whose architecture the engine does not "
-                            "record: pass --cfg too.")
-        require_checkpoint(args.compare_checkpoint, "checkpoint", "pass the .pth file the engine was exported from")
+                            "record: pass --cfg too (a model folder or hf:ORG/NAME carries its own).")
+        model_config = weights_config(args.cfg, args.opts, args.compare_checkpoint)
     if not config.DATA.DATA_PATH:
         raise UserError("no --data-path given: pass the folder that holds val/ (e.g. datasets/digits).")
     require_dataset(config.DATA.DATA_PATH, ["val"])
     check_engine_config(meta, config, args.resume)
     with out_of_memory_guard(config.DATA.BATCH_SIZE):
         engine = TRTEngine(args.resume, backend=args.backend, cuda_graph=args.cuda_graph)
-        model = load_reference_model(config, args.compare_checkpoint, engine.device) if args.compare_checkpoint else None
+        model = load_reference_model(model_config, args.compare_checkpoint, engine.device) if model_config else None
         batches = gpu_batches(config, args.loader, engine.device, engine.inputs[0].dtype, config.DATA.BATCH_SIZE,
                               args.num_workers)
-        metrics = evaluate_engine(engine, batches, model)
+        metrics = evaluate_engine(engine, batches, model, label_names=config.MODEL.LABEL_NAMES)
     metrics.update(engine=args.resume, loader=args.loader, batch_size=config.DATA.BATCH_SIZE,
                    gpu=torch.cuda.get_device_name(engine.device), backend=engine.backend.describe())
     logger.info("Acc@1 %.3f Acc@5 %.3f on %d images", metrics["acc1"], metrics["acc5"], metrics["images"])
     columns = ["acc1", "acc5", "images", "engine_images_per_s", "end_to_end_images_per_s"]
     columns += ["torch_acc1", "top1_agreement", "max_abs"] if model is not None else []
     print(format_table([metrics], columns))
+    if weakest_classes(metrics):
+        print(weakest_classes(metrics))
     if args.output_json:
         write_json(args.output_json, metrics)
 

@@ -19,7 +19,8 @@ from swin_trt.data.transforms import build_transform
 def build_dataset(config: CfgNode, split: str) -> CheckedImageFolder:
     """``DATA.DATA_PATH/{split}`` as an ImageFolder with the split's transforms."""
     root = os.path.join(config.DATA.DATA_PATH, split)
-    return CheckedImageFolder(root, build_transform(config, split == "train"), config.DATA.ON_BAD_IMAGE)
+    return CheckedImageFolder(root, build_transform(config, split == "train"), config.DATA.ON_BAD_IMAGE,
+                              config.MODEL.LABEL_NAMES)
 
 
 def build_loader(config: CfgNode, split: str, batch_size: Optional[int] = None, shuffle: Optional[bool] = None,

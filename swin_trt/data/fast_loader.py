@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as F
 
 from swin_trt.data.bad_images import BadImage, ImageLoader
 from swin_trt.data.image_folder import list_images
-from swin_trt.data.transforms import INTERPOLATION, eval_resize_size
+from swin_trt.data.transforms import EVAL_CROP_PCT, INTERPOLATION, NO_CROP, eval_crop_pct, eval_resize_size
 from swin_trt.errors import UserError
 
 _LOG = logging.getLogger("swin")
@@ -62,15 +62,16 @@ def decode_rgb(path: str) -> torch.Tensor:
     return image
 
 
-def resize_for_eval(image: torch.Tensor, size: int, crop: bool = True, interpolation: str = "bicubic") -> torch.Tensor:
+def resize_for_eval(image: torch.Tensor, size: int, crop_pct: float = EVAL_CROP_PCT,
+                    interpolation: str = "bicubic") -> torch.Tensor:
     """Evaluation geometry on a uint8 image (3, H, W) -> (3, size, size).
 
-    ``crop``: short side to :func:`data.transforms.eval_resize_size` then a centre crop (TEST.CROP True);
-    else a plain resize to ``size`` x ``size``.
+    ``crop_pct`` below 1: short side to :func:`data.transforms.eval_resize_size` then a centre crop (TEST.CROP True);
+    1.0: a plain resize to ``size`` x ``size``.
     """
     mode = INTERPOLATION[interpolation]
-    if crop:
-        image = F.resize(image, [eval_resize_size(size, True)], interpolation=mode, antialias=True)
+    if crop_pct < NO_CROP:
+        image = F.resize(image, [eval_resize_size(size, crop_pct)], interpolation=mode, antialias=True)
         return F.center_crop(image, [size, size])  # 3, size, size
     return F.resize(image, [size, size], interpolation=mode, antialias=True)  # 3, size, size
 
@@ -81,16 +82,16 @@ class UInt8EvalDataset(Dataset):
     Args:
         samples: pairs as in ``ImageFolder.samples``.
         size: output side.
-        crop: TEST.CROP (see :func:`resize_for_eval`).
+        crop_pct: the evaluation crop (see :func:`resize_for_eval`).
         interpolation: DATA.INTERPOLATION.
     """
 
-    def __init__(self, samples: Sequence[Tuple[str, int]], size: int, crop: bool = True,
+    def __init__(self, samples: Sequence[Tuple[str, int]], size: int, crop_pct: float = EVAL_CROP_PCT,
                  interpolation: str = "bicubic") -> None:
         if interpolation not in INTERPOLATION:
             raise UserError(f"DATA.INTERPOLATION {interpolation!r} is not known: use bicubic or bilinear.")
         self.samples = list(samples)
-        self.size, self.crop, self.interpolation = size, crop, interpolation
+        self.size, self.crop_pct, self.interpolation = size, crop_pct, interpolation
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -100,14 +101,14 @@ class UInt8EvalDataset(Dataset):
         image = read_rgb(path)  # a BadImage is decided on in the main process by ImageLoader, not raised in a worker
         if isinstance(image, BadImage):
             return image
-        return resize_for_eval(image, self.size, self.crop, self.interpolation), label
+        return resize_for_eval(image, self.size, self.crop_pct, self.interpolation), label
 
 
 def build_uint8_loader(samples: Sequence[Tuple[str, int]], size: int, batch_size: int, num_workers: int,
-                       crop: bool = True, interpolation: str = "bicubic", prefetch_factor: int = 4,
+                       crop_pct: float = EVAL_CROP_PCT, interpolation: str = "bicubic", prefetch_factor: int = 4,
                        on_bad_image: str = "fail") -> ImageLoader:
     """Ordered loader of uint8 batches (B, 3, size, size), pinned when a GPU is present; DATA.ON_BAD_IMAGE applies."""
-    dataset = UInt8EvalDataset(samples, size, crop, interpolation)
+    dataset = UInt8EvalDataset(samples, size, crop_pct, interpolation)
     extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
     return ImageLoader(dataset, on_bad_image, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                        pin_memory=torch.cuda.is_available(), drop_last=False, **extra)
@@ -117,14 +118,14 @@ def eval_samples(config) -> List[Tuple[str, int]]:
     """``(path, label)`` of DATA.DATA_PATH/val, listed without opening the images."""
     import os
 
-    return list_images(os.path.join(config.DATA.DATA_PATH, "val"))
+    return list_images(os.path.join(config.DATA.DATA_PATH, "val"), config.MODEL.LABEL_NAMES)
 
 
 def build_fast_eval_loader(config, batch_size: Optional[int] = None, num_workers: Optional[int] = None) -> ImageLoader:
     """The validation split of ``config`` (DATA.DATA_PATH/val) as a uint8 loader."""
     return build_uint8_loader(eval_samples(config), config.DATA.IMG_SIZE, batch_size or config.DATA.BATCH_SIZE,
                               config.DATA.NUM_WORKERS if num_workers is None else num_workers,
-                              config.TEST.CROP, config.DATA.INTERPOLATION, on_bad_image=config.DATA.ON_BAD_IMAGE)
+                              eval_crop_pct(config), config.DATA.INTERPOLATION, on_bad_image=config.DATA.ON_BAD_IMAGE)
 
 
 class GpuPrefetcher:

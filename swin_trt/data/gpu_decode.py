@@ -60,16 +60,16 @@ class GpuDecodePrefetcher(GpuPrefetcher):
     Args:
         loader: from :func:`build_encoded_loader`.
         device: a CUDA device (the CPU works too, for tests).
-        size, crop, interpolation: evaluation geometry (see ``data.fast_loader.resize_for_eval``).
+        size, crop_pct, interpolation: evaluation geometry (see ``data.fast_loader.resize_for_eval``).
         mean, std, dtype: as for :class:`GpuPrefetcher`.
         background: decode in a producer thread, up to ``depth`` batches ahead (else one batch ahead, inline).
     """
 
-    def __init__(self, loader: DataLoader, device: torch.device, size: int, crop: bool, interpolation: str,
+    def __init__(self, loader: DataLoader, device: torch.device, size: int, crop_pct: float, interpolation: str,
                  mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32,
                  background: bool = True, depth: int = 2) -> None:
         super().__init__(loader, device, mean, std, dtype)
-        self.resize = BatchResizer(size, crop, interpolation, self.device)
+        self.resize = BatchResizer(size, crop_pct, interpolation, self.device)
         self.background, self.depth = background, depth
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:

@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from swin_trt.data.transforms import INTERPOLATION, eval_resize_size
+from swin_trt.data.transforms import INTERPOLATION, NO_CROP, eval_resize_size
 from swin_trt.errors import UserError
 
 
@@ -30,12 +30,12 @@ def _crop_start(resized: int, size: int) -> int:
     return int(round((resized - size) / 2.0))  # transforms.v2.functional.center_crop's rounding
 
 
-def eval_resize_matrices(height: int, width: int, size: int, crop: bool = True,
+def eval_resize_matrices(height: int, width: int, size: int, crop_pct: float,
                          interpolation: str = "bicubic") -> Tuple[torch.Tensor, torch.Tensor]:
     """``(Rh (height, size), Rw (width, size))`` with ``Rh.T @ X @ Rw == resize_for_eval(X)`` up to rounding."""
     mode = INTERPOLATION[interpolation]
-    if crop:
-        out_h, out_w = F.resize(torch.empty(1, 1, height, width), [eval_resize_size(size, True)]).shape[-2:]
+    if crop_pct < NO_CROP:
+        out_h, out_w = F.resize(torch.empty(1, 1, height, width), [eval_resize_size(size, crop_pct)]).shape[-2:]
         if min(out_h, out_w) < size:
             raise ValueError(f"a {height}x{width} image resized to {out_h}x{out_w} is smaller than the {size} crop")
         top, left = _crop_start(out_h, size), _crop_start(out_w, size)
@@ -49,21 +49,22 @@ class BatchResizer:
     """Resize + crop a list of uint8 images (3, H_i, W_i) on one device into a float batch (B, 3, size, size) in [0, 255].
 
     Args:
-        size, crop, interpolation: the evaluation geometry (TEST.CROP, DATA.INTERPOLATION).
+        size, crop_pct, interpolation: the evaluation geometry (:func:`data.transforms.eval_crop_pct`,
+            DATA.INTERPOLATION).
         device: where images, matrices and the result live.
     """
 
-    def __init__(self, size: int, crop: bool, interpolation: str, device: torch.device) -> None:
+    def __init__(self, size: int, crop_pct: float, interpolation: str, device: torch.device) -> None:
         if interpolation not in INTERPOLATION:
             raise UserError(f"DATA.INTERPOLATION {interpolation!r} is not known: use bicubic or bilinear.")
-        self.size, self.crop, self.interpolation, self.device = size, crop, interpolation, torch.device(device)
+        self.size, self.crop_pct, self.interpolation, self.device = size, crop_pct, interpolation, torch.device(device)
         self._cache: Dict[Tuple[int, int], Tuple[torch.Tensor, torch.Tensor]] = {}
 
     def matrices(self, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(Rh.T (size, height), Rw (width, size))`` on the device, made once per source shape."""
         key = (height, width)
         if key not in self._cache:
-            rows, cols = eval_resize_matrices(height, width, self.size, self.crop, self.interpolation)
+            rows, cols = eval_resize_matrices(height, width, self.size, self.crop_pct, self.interpolation)
             self._cache[key] = rows.T.contiguous().to(self.device), cols.to(self.device)
         return self._cache[key]
 

@@ -28,6 +28,21 @@ def build_model(config: CfgNode) -> nn.Module:
 
 
 def _build(config: CfgNode) -> nn.Module:
+    model = _build_family(config)
+    set_block_norm_eps(model, config.MODEL.LAYER_NORM_EPS)
+    return model
+
+
+def set_block_norm_eps(model: nn.Module, eps: float) -> None:
+    """Give the blocks' LayerNorms and the final norm ``eps`` (MODEL.LAYER_NORM_EPS): the ones transformers builds with
+    its ``layer_norm_eps``; the patch-embedding and merging norms keep 1e-5 there, as in the original."""
+    norms = [model.norm] + [norm for layer in model.layers for block in layer.blocks
+                            for norm in (getattr(block, "norm1", None), getattr(block, "norm2", None)) if norm is not None]
+    for norm in norms:
+        norm.eps = float(eps)
+
+
+def _build_family(config: CfgNode) -> nn.Module:
     s = model_node(config)  # one sentence for an unknown MODEL.TYPE
     common = dict(img_size=config.DATA.IMG_SIZE, patch_size=s.PATCH_SIZE, in_chans=s.IN_CHANS,
                   num_classes=config.MODEL.NUM_CLASSES, embed_dim=s.EMBED_DIM, depths=tuple(s.DEPTHS),

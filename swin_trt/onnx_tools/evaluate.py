@@ -22,6 +22,7 @@ def evaluate_onnx(config, onnx_file: str, batch_size: Optional[int] = None, num_
     loader = build_loader(config, "val", batch_size=batch_size or predictor.batch_size or config.DATA.BATCH_SIZE,
                           shuffle=False, num_workers=num_workers)
     with out_of_memory_guard(loader.batch_size):
-        metrics = evaluate(predictor, loader, desc=f"onnxrt {os.path.basename(onnx_file)}", over_ranks=True)
+        metrics = evaluate(predictor, loader, desc=f"onnxrt {os.path.basename(onnx_file)}", over_ranks=True,
+                           label_names=config.MODEL.LABEL_NAMES)
     metrics.update(onnx=onnx_file, providers=",".join(predictor.providers), batch_size=loader.batch_size)
     return metrics

@@ -8,20 +8,21 @@ from typing import Any, Dict
 from yacs.config import CfgNode
 
 from swin_trt import cli
-from swin_trt.config import get_config
+from swin_trt.config import config_beside, save_config
 from swin_trt.contract import Preprocessing
 from swin_trt.errors import UserError
 from swin_trt.files import make_folder, require_parent_dir
 from swin_trt.models.build import model_with_weights
+from swin_trt.models.weight_source import resolve, weights_config
 from swin_trt.onnx_tools.export import default_onnx_path, export_checked
-from swin_trt.validation import check_args, check_config, require_checkpoint, require_dataset, require_modelopt_onnx
+from swin_trt.validation import check_args, check_config, require_dataset, require_modelopt_onnx
 
 
 def make_config(args: argparse.Namespace) -> CfgNode:
-    """The config of an export.py run: YAML, ``--opts``, then the flags."""
-    return get_config(args.cfg, args.opts, MODEL__RESUME=args.resume, DATA__DATA_PATH=args.data_path,
-                      DATA__BATCH_SIZE=args.batch_size, DATA__NUM_WORKERS=args.num_workers, ONNX__OPSET=args.opset,
-                      **cli.onnx_batch_overrides(args))
+    """The config of an export.py run: YAML (or the weights folder's own files), ``--opts``, then the flags."""
+    return weights_config(args.cfg, args.opts, args.resume, MODEL__RESUME=args.resume, DATA__DATA_PATH=args.data_path,
+                          DATA__BATCH_SIZE=args.batch_size, DATA__NUM_WORKERS=args.num_workers, ONNX__OPSET=args.opset,
+                          **cli.onnx_batch_overrides(args))
 
 
 def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
@@ -31,7 +32,7 @@ def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
         raise UserError("--eval compares on the validation images: pass --data-path (the folder holding val/).")
     check_config(config, args.cfg)
     if config.MODEL.RESUME:
-        require_checkpoint(config.MODEL.RESUME, "checkpoint", "pass the .pth file to export")
+        resolve(config.MODEL.RESUME)
     if args.data_path:
         require_dataset(args.data_path, ["val"])
     if args.precision == "fp16":
@@ -48,12 +49,14 @@ def output_path(config: CfgNode, precision: str, output: str = "") -> str:
 
 def export_config_model(config: CfgNode, path: str, precision: str, check_on_val: bool) -> Dict[str, Any]:
     """The config's model (weights from MODEL.RESUME) exported to ``path`` and checked against PyTorch,
-    also on DATA.DATA_PATH/val with ``check_on_val``; the file records its preprocessing contract.
+    also on DATA.DATA_PATH/val with ``check_on_val``; the file records its preprocessing contract, and the config is
+    written beside it (``config.config_beside``).
 
     Raises:
         onnx_tools.verify.ExportCheckError: the graph failed a check (nothing is written).
     """
     model = model_with_weights(config, config.MODEL.RESUME)
+    save_config(config, config_beside(path))  # what a later step takes as --cfg (the file's contract says the same)
     val_loader = None
     if check_on_val:
         from swin_trt.data import build_loader

@@ -59,7 +59,7 @@ def build_calib_loader(config: CfgNode, num_batches: int, batch_size: int) -> Da
     if os.path.isdir(root) and not any(files for _, _, files in os.walk(root)):
         raise UserError(f"calibration set {root} is empty: put training images in its class sub-folders "
                         "or point --data-path at another dataset.")
-    samples = list_images(root)
+    samples = list_images(root, config.MODEL.LABEL_NAMES)
     generator = torch.Generator().manual_seed(config.SEED)
     picked = torch.randperm(len(samples), generator=generator)[:num_batches * batch_size].tolist()
     dataset = ImageList([samples[i] for i in picked], build_transform(config, is_train=False))

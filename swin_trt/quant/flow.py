@@ -12,8 +12,7 @@ from timm.utils import random_seed
 from yacs.config import CfgNode
 
 from swin_trt import cli
-from swin_trt.checkpoint_file import load_checkpoint_file
-from swin_trt.config import get_config
+from swin_trt.config import config_beside, save_config
 from swin_trt.data import build_loader
 from swin_trt.distributed import barrier, cleanup, init_distributed
 from swin_trt.errors import UserError
@@ -21,6 +20,7 @@ from swin_trt.files import make_folder
 from swin_trt.evaluation import evaluate_model
 from swin_trt.logs import create_logger
 from swin_trt.models import build_model, load_weights
+from swin_trt.models.weight_source import read_checkpoint, resolve, weights_config
 from swin_trt.onnx_tools.export import check_precision
 from swin_trt.quant.auto import format_rows, search_formats
 from swin_trt.quant.calibrate import amax_digests_over_ranks, build_calib_loader, calibrate
@@ -32,19 +32,19 @@ from swin_trt.quant.placement import format_placement, placement_table
 from swin_trt.quant.sensitivity import active_quantizers, sensitivity, sites_by_layer, sites_by_row
 from swin_trt.quant.quantize import check_quant_options
 from swin_trt.tables import format_table
-from swin_trt.validation import check_args, check_config, require_checkpoint, require_dataset, require_modelopt_onnx
+from swin_trt.validation import check_args, check_config, require_dataset, require_modelopt_onnx
 
 
 def make_config(args: argparse.Namespace) -> CfgNode:
-    # an explicit --batch-size-onnx asks for that fixed batch, unless --dynamic-batch is given too
-    """The config of a swin_quant_flow.py run: YAML, ``--opts``, then the flags."""
-    return get_config(args.cfg, args.opts, DATA__BATCH_SIZE=args.batch_size, DATA__DATA_PATH=args.data_path,
-                      DATA__NUM_WORKERS=args.num_workers,
-                      MODEL__RESUME=args.resume, QUANT__FORMAT=args.format, QUANT__CALIB_METHOD=args.calib_method,
-                      QUANT__HIGH_PRECISION=args.high_precision, QUANT__EFFECTIVE_BITS=args.effective_bits,
-                      QUANT__NUM_CALIB_BATCH=args.num_calib_batch,
-                      QUANT__FINETUNE_EPOCHS=0 if args.ptq_only else args.num_finetune_epochs,
-                      AMP_ENABLE=args.amp, SEED=args.seed, **cli.onnx_batch_overrides(args))
+    """The config of a swin_quant_flow.py run: YAML (or the weights folder's own files), ``--opts``, then the flags
+    (an explicit --batch-size-onnx asks for that fixed batch, unless --dynamic-batch is given too)."""
+    return weights_config(args.cfg, args.opts, args.resume, DATA__BATCH_SIZE=args.batch_size,
+                          DATA__DATA_PATH=args.data_path, DATA__NUM_WORKERS=args.num_workers,
+                          MODEL__RESUME=args.resume, QUANT__FORMAT=args.format, QUANT__CALIB_METHOD=args.calib_method,
+                          QUANT__HIGH_PRECISION=args.high_precision, QUANT__EFFECTIVE_BITS=args.effective_bits,
+                          QUANT__NUM_CALIB_BATCH=args.num_calib_batch,
+                          QUANT__FINETUNE_EPOCHS=0 if args.ptq_only else args.num_finetune_epochs,
+                          AMP_ENABLE=args.amp, SEED=args.seed, **cli.onnx_batch_overrides(args))
 
 
 def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
@@ -55,8 +55,7 @@ def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
     if not config.MODEL.RESUME:
         raise UserError("no --resume given: pass a trained checkpoint (with --quantize) or a *_qat.pth / *_ptq.pth "
                         "to resume.")
-    require_checkpoint(config.MODEL.RESUME, "checkpoint",
-                       "pass a trained .pth (with --quantize) or a *_qat.pth / *_ptq.pth")
+    resolve(config.MODEL.RESUME)
     if not config.DATA.DATA_PATH:
         raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
     require_dataset(config.DATA.DATA_PATH, ["train", "val"])
@@ -78,7 +77,7 @@ def calibrated_model(config: CfgNode, device: torch.device, val_loader, skip_fp3
                      logger: logging.Logger) -> Tuple[nn.Module, List[Dict[str, Any]], Optional[Dict[str, str]]]:
     """Plain checkpoint → calibrated model; returns (model, metric rows, the formats AutoQuantize chose or None)."""
     resume = config.MODEL.RESUME
-    if is_quant_checkpoint(load_checkpoint_file(resume)):
+    if is_quant_checkpoint(read_checkpoint(resume)):
         raise UserError(f"checkpoint {resume} is already quantized: drop --quantize to resume, evaluate or export it.")
     calib_loader = build_calib_loader(config, config.QUANT.NUM_CALIB_BATCH, config.DATA.BATCH_SIZE)
     model = build_model(config)
@@ -166,7 +165,8 @@ def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: 
         model, rows, formats = calibrated_model(config, device, val_loader, options.skip_fp32_eval, logger)
         result["calib_amax_digests"] = amax_digests_over_ranks(model)
         info = {"format": config.QUANT.FORMAT, "calib_method": config.QUANT.CALIB_METHOD,
-                "smooth_alpha": config.QUANT.SMOOTH_ALPHA, "keep_high_precision": list(config.QUANT.KEEP_HIGH_PRECISION)}
+                "smooth_alpha": config.QUANT.SMOOTH_ALPHA, "keep_high_precision": list(config.QUANT.KEEP_HIGH_PRECISION),
+                "source": resolve(config.MODEL.RESUME).describe()}  # where the weights came from
         if formats is not None:
             info["module_formats"] = formats
         start_epoch, trainer_state = 0, None
@@ -238,6 +238,7 @@ def export_stage(model: nn.Module, path: str, config: CfgNode, fmt: str, check_o
     """
     calibration_images = build_calib_loader(config, config.QUANT.NUM_CALIB_BATCH, config.DATA.BATCH_SIZE)
     val_loader = build_loader(config, "val", shuffle=False, shard=False) if check_on_val else None
+    save_config(config, config_beside(path))  # what a later step takes as --cfg
     report = export_quantized(model, path, config, fmt, calibration_images, config.ONNX.BATCH_SIZE,
                               config.ONNX.DYNAMIC_BATCH, val_loader)
     if "val" in report["checks"]:

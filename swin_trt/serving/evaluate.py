@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,9 +28,11 @@ from swin_trt.serving.client import ServedClassifier
 Batch = Tuple[np.ndarray, np.ndarray]  # request payload, labels
 
 
-def encoded_batches(folder: str, batch_size: int, max_images: Optional[int] = None) -> Iterator[Batch]:
-    """(N, 1) arrays of file bytes and their labels, over an ImageFolder tree in its order."""
-    samples = list_images(folder)[:max_images]
+def encoded_batches(folder: str, batch_size: int, max_images: Optional[int] = None,
+                    label_names: Sequence[str] = ()) -> Iterator[Batch]:
+    """(N, 1) arrays of file bytes and their labels, over an ImageFolder tree in its order (labels by name where the
+    model names its classes: ``data.image_folder.class_index``)."""
+    samples = list_images(folder, label_names)[:max_images]
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         payload = np.empty((len(chunk), 1), dtype=object)  # N, 1
@@ -92,7 +94,7 @@ def evaluate_served(served: ServedClassifier, config: CfgNode, batch_size: int =
         raise UserError(f"--batch-size {batch_size} is above max_batch_size {served.max_batch_size} of model "
                         f"{served.model} at {served.url}: pass at most {served.max_batch_size}.")
     folder = os.path.join(config.DATA.DATA_PATH, "val")
-    batches = encoded_batches(folder, batch_size, max_images) if served.takes_images else \
+    batches = encoded_batches(folder, batch_size, max_images, config.MODEL.LABEL_NAMES) if served.takes_images else \
         tensor_batches(config, batch_size, num_workers, max_images)
     meter, latencies = AccuracyMeter(), []
     clients = _Clients(served)

@@ -39,6 +39,7 @@ from swin_trt.validation import require_engine, require_onnx
 _LOG = logging.getLogger("swin")
 SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "python_backend")
 CLASSIFIERS = ("trt", "onnx", "python")  # suffix of each classifier model, in the order they are written
+LABELS_FILE = "labels.txt"  # class names, one a line in logit order, beside a config.pbtxt whose logits name it
 IMAGE, PIXELS, LOGITS, TOP5 = "image", "pixels", "logits", "top5"  # the ensembles' tensor names
 TOP_K = 5
 
@@ -213,7 +214,10 @@ def write_repository(onnx_file: str, output: str, engine_file: Optional[str] = N
                                          [top_input, TensorSpec(TOP5, "TYPE_INT64", (k,))], steps, contract))
 
     every = [(c.config, c.files) for c in classifiers] + list(helpers.values()) + [(e, {}) for e in ensembles]
-    _write_folder(output, every, force)
+    if contract.labels:  # Triton's classification extension then answers with the class names
+        for config in [c.config for c in classifiers] + ensembles:
+            config.output[0].label_filename = LABELS_FILE  # the logits: a classifier's only output, an ensemble's first
+    _write_folder(output, every, force, contract.labels)
     _LOG.info("wrote %s: %d models", output, len(every))
     return [{"model": c.name, "kind": c.platform or c.backend, "max_batch_size": c.max_batch_size,
              "preferred_batch_sizes": list(c.dynamic_batching.preferred_batch_size),
@@ -221,8 +225,9 @@ def write_repository(onnx_file: str, output: str, engine_file: Optional[str] = N
              "outputs": ", ".join(f"{t.name} {list(t.dims)}" for t in c.output)} for c, _ in every]
 
 
-def _write_folder(output: str, models: Sequence[tuple], force: bool) -> None:
-    """Write every ``(config, files)`` under a temporary folder beside ``output``, then rename it to ``output``."""
+def _write_folder(output: str, models: Sequence[tuple], force: bool, labels: Sequence[str] = ()) -> None:
+    """Write every ``(config, files)`` under a temporary folder beside ``output``, then rename it to ``output``; a
+    model whose output names a label file gets ``labels`` in it, beside its config.pbtxt (where Triton reads it)."""
     parent = os.path.dirname(os.path.abspath(output))
     old = None
     with writing(output):
@@ -234,6 +239,9 @@ def _write_folder(output: str, models: Sequence[tuple], force: bool) -> None:
                 for target, source in files.items():
                     shutil.copyfile(source, os.path.join(version, target))
                 write_config(os.path.join(tmp, config.name, CONFIG_FILE), config)
+                if any(o.label_filename for o in config.output):
+                    with open(os.path.join(tmp, config.name, LABELS_FILE), "w", encoding="utf-8") as f:
+                        f.write("".join(f"{label}\n" for label in labels))
             if force and os.path.exists(output):
                 old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old.", dir=parent)
                 os.rename(output, os.path.join(old, "repository"))

@@ -10,8 +10,6 @@ import torch
 from timm.utils import random_seed
 from yacs.config import CfgNode
 
-from swin_trt.checkpoint_file import load_checkpoint_file
-from swin_trt.config import get_config
 from swin_trt.data import build_loader, build_mixup
 from swin_trt.distributed import barrier, cleanup, init_distributed
 from swin_trt.errors import UserError
@@ -19,28 +17,29 @@ from swin_trt.evaluation import evaluate_model
 from swin_trt.files import atomic_write_bytes, make_folder
 from swin_trt.logs import create_logger
 from swin_trt.models import build_model, load_weights
+from swin_trt.models.weight_source import read_checkpoint, resolve, weights_config
 from swin_trt.training.checkpoints import latest_checkpoint, save_final, save_training_checkpoint
 from swin_trt.training.loop import build_criterion, train_one_epoch
 from swin_trt.training.lr_scheduler import build_scheduler, scaled_learning_rates
 from swin_trt.training.optimizer import build_optimizer
-from swin_trt.validation import check_args, check_config, require_checkpoint, require_dataset
+from swin_trt.validation import check_args, check_config, require_dataset
 
 
 def make_config(args: argparse.Namespace) -> CfgNode:
-    """The config of a main.py run: YAML, ``--opts``, then the flags."""
-    return get_config(args.cfg, args.opts, DATA__BATCH_SIZE=args.batch_size, DATA__DATA_PATH=args.data_path,
-                      DATA__NUM_WORKERS=args.num_workers, MODEL__PRETRAINED=args.pretrained, MODEL__RESUME=args.resume, OUTPUT=args.output,
-                      TAG=args.tag, AMP_ENABLE=args.amp, SEED=args.seed, EVAL_MODE=args.eval or None)
+    """The config of a main.py run: YAML (or the weights folder's own files), ``--opts``, then the flags."""
+    return weights_config(args.cfg, args.opts, args.resume or args.pretrained, DATA__BATCH_SIZE=args.batch_size,
+                          DATA__DATA_PATH=args.data_path, DATA__NUM_WORKERS=args.num_workers,
+                          MODEL__PRETRAINED=args.pretrained, MODEL__RESUME=args.resume, OUTPUT=args.output, TAG=args.tag,
+                          AMP_ENABLE=args.amp, SEED=args.seed, EVAL_MODE=args.eval or None)
 
 
 def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
     """Every number and input file of the run, before any work (each mistake is one :class:`UserError`)."""
     check_args(args, {"batch_size": 1, "num_workers": 0})
     check_config(config, args.cfg)
-    if args.resume:
-        require_checkpoint(args.resume, "checkpoint", "pass the .pth file to evaluate or to resume training from")
-    if args.pretrained:
-        require_checkpoint(args.pretrained, "pretrained checkpoint", "pass the .pth file to fine-tune from")
+    for reference in (args.resume, args.pretrained):
+        if reference:
+            resolve(reference)
     splits = ["val"] if config.EVAL_MODE else ["train", "val"]
     if not config.DATA.DATA_PATH:
         raise UserError(f"no --data-path given: pass the folder that holds {' and '.join(s + '/' for s in splits)} "
@@ -63,7 +62,8 @@ def prepare_model(config: CfgNode, device: torch.device, compile_model: bool, wo
 
 def run_eval(config: CfgNode, model, runner, device, logger: logging.Logger) -> dict:
     loader = build_loader(config, "val")
-    metrics = evaluate_model(runner, loader, device, amp=config.AMP_ENABLE, over_ranks=True)
+    metrics = evaluate_model(runner, loader, device, amp=config.AMP_ENABLE, over_ranks=True,
+                             label_names=config.MODEL.LABEL_NAMES)
     logger.info("Acc@1 %.3f Acc@5 %.3f loss %.4f on %d images (%.1f images/s)", metrics["acc1"], metrics["acc5"],
                 metrics["loss"], metrics["images"], metrics["images_per_s"])
     return metrics
@@ -81,7 +81,7 @@ def train(config: CfgNode, model, runner, device, world_size: int, output_dir: s
     start_epoch = 0
     resume = (latest_checkpoint(output_dir) if config.TRAIN.AUTO_RESUME else None) or config.MODEL.RESUME
     if resume:
-        state = load_checkpoint_file(resume)
+        state = read_checkpoint(resume)
         if "optimizer" not in state:
             raise UserError(f"{resume} holds weights only, not a training state: pass it as --pretrained to fine-tune.")
         load_weights(model, resume)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 import torch
 
 from swin_trt.contract import config_input_shape
+from swin_trt.data.transforms import eval_crop_pct
 from swin_trt.errors import UserError
 from swin_trt.evaluation import AccuracyMeter
 from swin_trt.logs import progress
@@ -72,7 +73,7 @@ def gpu_batches(config, loader_kind: str, device: torch.device, dtype: torch.dty
 
         loader = build_encoded_loader(eval_samples(config), batch_size,
                                       config.DATA.NUM_WORKERS if workers is None else workers)
-        return GpuDecodePrefetcher(loader, device, config.DATA.IMG_SIZE, config.TEST.CROP, config.DATA.INTERPOLATION,
+        return GpuDecodePrefetcher(loader, device, config.DATA.IMG_SIZE, eval_crop_pct(config), config.DATA.INTERPOLATION,
                                    config.DATA.MEAN, config.DATA.STD, dtype)
     from swin_trt.data import build_loader
 
@@ -91,7 +92,7 @@ def gpu_batches(config, loader_kind: str, device: torch.device, dtype: torch.dty
 
 @torch.no_grad()
 def evaluate_engine(engine, batches: Iterable, model: Optional[torch.nn.Module] = None,
-                    desc: str = "TensorRT") -> Dict[str, Any]:
+                    desc: str = "TensorRT", label_names: Sequence[str] = ()) -> Dict[str, Any]:
     """Accuracy of ``engine`` over ``batches`` (images already on its GPU), with speed and agreement.
 
     The logits of batch i are copied to the host asynchronously and scored after
@@ -103,7 +104,7 @@ def evaluate_engine(engine, batches: Iterable, model: Optional[torch.nn.Module] 
     """
     from swin_trt.onnx_tools.verify import LogitComparison
 
-    meter, timer = AccuracyMeter(), EngineTimer()
+    meter, timer = AccuracyMeter(label_names), EngineTimer()
     torch_meter, comparison = AccuracyMeter(), LogitComparison()
     pending = None
 
@@ -132,6 +133,8 @@ def evaluate_engine(engine, batches: Iterable, model: Optional[torch.nn.Module] 
     result = meter.result(seconds)
     out = metrics_dict(result["acc1"], result["acc5"], result["loss"], result["images"], result["images_per_s"],
                        engine_images_per_s=timer.images_per_s(), end_to_end_images_per_s=result["images_per_s"])
+    if "classes" in result:
+        out["classes"] = result["classes"]
     if model is not None:
         reference = torch_meter.result(seconds)
         out.update(torch_acc1=reference["acc1"], torch_acc5=reference["acc5"], **comparison.result())

@@ -2,7 +2,7 @@
 
 The same geometry and arithmetic as the evaluation transform (swin_trt/data/transforms.py, built from
 torchvision): decode with Pillow and convert to RGB; with a crop (``crop_pct`` < 1) resize the short side to
-``int(size / crop_pct)`` and the long side in proportion (truncated), then cut the centre ``size`` x ``size``
+``floor(size / crop_pct)`` (data/transforms.py's ``eval_resize_size``) and the long side in proportion (truncated), then cut the centre ``size`` x ``size``
 (offsets rounded half to even, as Python's ``round``); without, resize to ``size`` x ``size``. An image already
 of the target size is not resampled. Pixels become float32 / 255, then ``(x - mean) / std`` per channel in float32.
 Only numpy and Pillow: this file runs inside Triton's Python backend too.
@@ -24,7 +24,7 @@ def resized_size(width: int, height: int, size: int, crop_pct: float) -> Tuple[i
     """(width, height) the image is resized to before the centre crop."""
     if crop_pct >= 1.0:
         return size, size
-    short_target = int(size / crop_pct)
+    short_target = int(size / crop_pct + 1e-6)  # as eval_resize_size: a ratio a hair under its integer is that integer
     if width <= height:
         return short_target, int(short_target * height / width)
     return int(short_target * width / height), short_target
