@@ -268,8 +268,8 @@ def _resolve(reference: str, stamp: Tuple) -> WeightSource:
     if os.path.isdir(reference):
         return _folder_source(reference, reference)
     if not os.path.isfile(reference):
-        raise UserError(f"weights {reference} do not exist: pass a .pth or .safetensors file, a timm or transformers "
-                        "model folder, or hf:ORG/NAME.")
+        raise UserError(f"weights file or folder {reference} does not exist: pass a .pth or .safetensors file, a timm "
+                        "or transformers model folder, or hf:ORG/NAME.")
     if reference.endswith(".safetensors") or is_safetensors(reference):
         check_safetensors(reference)
         return WeightSource(reference, "safetensors", reference, (reference,))
