@@ -132,7 +132,9 @@ def test_missing_checkpoint_ends_with_one_sentence(tmp_path):
     proc = run_cmd(["export.py", "--cfg", MICRO_CFG, "--resume", str(tmp_path / "none.pth"),
                     "--output", str(tmp_path / "x.onnx")], check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: checkpoint {tmp_path / 'none.pth'} does not exist: pass the .pth file to export."]
+    assert proc.stderr.strip().splitlines() == [f"error: weights file or folder {tmp_path / 'none.pth'} does not exist: pass "
+                                                "a .pth or .safetensors file, a timm or transformers model folder, or "
+                                                "hf:ORG/NAME."]
 
 
 def test_checkpoint_for_another_config_is_user_error(micro_model, tmp_path):

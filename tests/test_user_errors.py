@@ -93,7 +93,7 @@ def test_user_error_from_a_worker_keeps_only_its_sentence():
 
 @pytest.mark.parametrize("script,args,phrase", [
     ("main.py", ["--eval", "--opts", "DATA.NUM_WORKERS", "-1"], "config value DATA.NUM_WORKERS is -1"),
-    ("main.py", ["--eval", "--resume", "{notes}"], "checkpoint {notes} is not a PyTorch checkpoint (it is a text file)"),
+    ("main.py", ["--eval", "--resume", "{notes}"], "{notes} are not a PyTorch checkpoint or a safetensors file (it is a text file)"),
     ("main.py", ["--eval", "--data-path", "{tmp}"], "dataset folder {tmp} has no val/ folder"),
     ("export.py", ["--batch-size-onnx", "0"], "--batch-size-onnx is 0"),
     ("export.py", ["--opset", "13"], "--opset is 13: pass a number of at least 17"),

@@ -103,7 +103,9 @@ def transformers_values(config: Mapping[str, Any], preprocessor: Optional[Mappin
         "MODEL.LABEL_NAMES": label_names(names, num_classes, where),
     }
     if model_type == "swinv2":
-        values[f"{node}.PRETRAINED_WINDOW_SIZES"] = [int(w) for w in config.get("pretrained_window_sizes", [0] * len(depths))]
+        # transformers reads one entry per stage and ignores the rest (its default lists four for any depth)
+        windows = [int(w) for w in config.get("pretrained_window_sizes", [0] * len(depths))]
+        values[f"{node}.PRETRAINED_WINDOW_SIZES"] = windows[:len(depths)] if len(windows) >= len(depths) else windows
     if preprocessor is not None:
         values.update(image_processor_values(preprocessor, values["DATA.IMG_SIZE"], where))
     return values
@@ -192,8 +194,9 @@ def timm_values(config: Mapping[str, Any], where: str) -> Dict[str, Any]:
     blocks = [layer.blocks[0] for layer in model.layers]
     first = blocks[0]
     dim = model.patch_embed.proj.out_channels
-    if not v2 and first.attn.head_dim * first.attn.num_heads != dim:
-        raise UserError(f"{where}: timm's head_dim {first.attn.head_dim} is not channels / heads; not built by the toolkit.")
+    if not v2 and first.attn.qkv.out_features != 3 * dim:
+        raise UserError(f"{where}: timm's head_dim makes q, k and v {first.attn.qkv.out_features // 3} wide, not the "
+                        f"{dim} channels: not built by the toolkit.")
     values: Dict[str, Any] = {
         "MODEL.TYPE": "swinv2" if v2 else "swin",
         "DATA.IMG_SIZE": _square(model.patch_embed.img_size, "img_size", where),
@@ -220,18 +223,18 @@ def timm_values(config: Mapping[str, Any], where: str) -> Dict[str, Any]:
 
 
 def timm_preprocessing(pretrained: Mapping[str, Any], img_size: int, where: str) -> Dict[str, Any]:
-    """DATA.MEAN/STD/INTERPOLATION and TEST.CROP/CROP_PCT of a timm ``pretrained_cfg`` (timm's defaults where a field
-    is missing), as ``timm.data.create_transform`` applies them."""
-    interpolation = pretrained.get("interpolation", "bicubic")
-    if interpolation not in ("bicubic", "bilinear"):
-        raise UserError(f"{where}: pretrained_cfg resizes {interpolation!r}; the toolkit resizes bicubic or bilinear.")
-    if pretrained.get("crop_mode", "center") != "center":
-        raise UserError(f"{where}: pretrained_cfg's crop_mode {pretrained['crop_mode']!r} is not built; the toolkit "
+    """DATA.MEAN/STD/INTERPOLATION and TEST.CROP/CROP_PCT of a timm ``pretrained_cfg``, as timm's own
+    ``resolve_data_config`` reads it for ``create_transform`` (its defaults where a field is missing)."""
+    from timm.data import resolve_data_config
+
+    data = resolve_data_config({}, pretrained_cfg=dict(pretrained))
+    if data["interpolation"] not in ("bicubic", "bilinear"):
+        raise UserError(f"{where}: pretrained_cfg resizes {data['interpolation']!r}; the toolkit resizes bicubic or "
+                        "bilinear.")
+    if data.get("crop_mode", "center") != "center":
+        raise UserError(f"{where}: pretrained_cfg's crop_mode {data['crop_mode']!r} is not built; the toolkit "
                         "centre-crops.")
-    size = pretrained.get("test_input_size") or pretrained.get("input_size") or [3, img_size, img_size]
-    if _square(list(size[1:]), "input_size", where) != img_size:
-        raise UserError(f"{where}: pretrained_cfg's input_size {list(size)} is not the model's {img_size}.")
-    crop_pct = float(pretrained.get("test_crop_pct") or pretrained.get("crop_pct") or 0.875)
-    return {"DATA.MEAN": [float(v) for v in pretrained.get("mean", (0.485, 0.456, 0.406))],
-            "DATA.STD": [float(v) for v in pretrained.get("std", (0.229, 0.224, 0.225))],
-            "DATA.INTERPOLATION": interpolation, **crop_values(crop_pct)}
+    if _square(list(data["input_size"][1:]), "input_size", where) != img_size:
+        raise UserError(f"{where}: pretrained_cfg's input_size {list(data['input_size'])} is not the model's {img_size}.")
+    return {"DATA.MEAN": [float(v) for v in data["mean"]], "DATA.STD": [float(v) for v in data["std"]],
+            "DATA.INTERPOLATION": data["interpolation"], **crop_values(float(data["crop_pct"]))}

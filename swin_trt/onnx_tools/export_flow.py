@@ -56,12 +56,13 @@ def export_config_model(config: CfgNode, path: str, precision: str, check_on_val
         onnx_tools.verify.ExportCheckError: the graph failed a check (nothing is written).
     """
     model = model_with_weights(config, config.MODEL.RESUME)
-    save_config(config, config_beside(path))  # what a later step takes as --cfg (the file's contract says the same)
     val_loader = None
     if check_on_val:
         from swin_trt.data import build_loader
 
         val_loader = build_loader(config, "val", shuffle=False)
-    return export_checked(model, path, Preprocessing.from_config(config), batch_size=config.ONNX.BATCH_SIZE,
-                          dynamic_batch=config.ONNX.DYNAMIC_BATCH, opset=config.ONNX.OPSET, precision=precision,
-                          keep_fp32_ops=config.ONNX.FP16_KEEP_FP32_OPS, val_loader=val_loader)
+    report = export_checked(model, path, Preprocessing.from_config(config), batch_size=config.ONNX.BATCH_SIZE,
+                            dynamic_batch=config.ONNX.DYNAMIC_BATCH, opset=config.ONNX.OPSET, precision=precision,
+                            keep_fp32_ops=config.ONNX.FP16_KEEP_FP32_OPS, val_loader=val_loader)
+    save_config(config, config_beside(path))  # what a later step takes as --cfg (the file's contract says the same)
+    return report

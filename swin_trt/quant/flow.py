@@ -238,9 +238,9 @@ def export_stage(model: nn.Module, path: str, config: CfgNode, fmt: str, check_o
     """
     calibration_images = build_calib_loader(config, config.QUANT.NUM_CALIB_BATCH, config.DATA.BATCH_SIZE)
     val_loader = build_loader(config, "val", shuffle=False, shard=False) if check_on_val else None
-    save_config(config, config_beside(path))  # what a later step takes as --cfg
     report = export_quantized(model, path, config, fmt, calibration_images, config.ONNX.BATCH_SIZE,
                               config.ONNX.DYNAMIC_BATCH, val_loader)
+    save_config(config, config_beside(path))  # what a later step takes as --cfg
     if "val" in report["checks"]:
         val = report["checks"]["val"]
         rows.append({"stage": "onnxrt", "acc1": val["onnx_acc1"], "acc5": val["onnx_acc5"], "images": val["images"],
