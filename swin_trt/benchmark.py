@@ -12,7 +12,7 @@ import torch
 
 from swin_trt.errors import UserError
 from swin_trt.files import require_file
-from swin_trt.out_of_memory import is_out_of_memory, out_of_memory_error
+from swin_trt.out_of_memory import is_out_of_memory, out_of_memory_error, release_cached_memory
 from swin_trt.timing import cpu_median_ms, cuda_images_per_s
 
 _LOG = logging.getLogger("swin")
@@ -252,14 +252,22 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
                     _LOG.info("%s %s: not measured (%s)", LABELS[backend], precision, why_not)
                     continue
                 timed, means_nothing_here = None, why_not is not None
+                out_of_memory = None
                 if why_not is None:
                     try:
                         timed = _timed(backend, precision, engine_file, model, config, dev, onnx_files, tmp,
                                        compile_mode, cuda_graph)
                     except UserError as err:
                         why_not = str(err)
+                    except Exception as err:  # out of GPU memory while loading the model or the engine
+                        if not is_out_of_memory(err):
+                            raise
+                        out_of_memory = err
                 column = row_label(backend, precision, timed.provider if timed else None)
                 row = {"column": column, "backend": backend, "precision": precision}
+                if out_of_memory is not None:
+                    results.append(_out_of_memory_cell(row, batch_sizes[0], out_of_memory, column))
+                    continue
                 if timed is None:  # a row that means nothing here is expected; one that cannot run is a warning
                     _LOG.log(logging.INFO if means_nothing_here else logging.WARNING, "%s: not measured: %s", column,
                              why_not)
@@ -280,16 +288,20 @@ def run_benchmark(config, backends: Sequence[str], precisions: Sequence[str], ba
                     except Exception as err:  # out of GPU memory: this cell and the row's larger batches are not run
                         if not is_out_of_memory(err):
                             raise
-                        if torch.cuda.is_available():
-                            torch.cuda.empty_cache()
-                        sentence = str(out_of_memory_error(err, batch, "--batch-sizes"))
-                        _LOG.error("%s: %s", column, sentence)
-                        results.append(dict(cell, note=f"not run: out of GPU memory at batch {batch}",
-                                            reason=sentence, out_of_memory=True))
+                        results.append(_out_of_memory_cell(row, batch, err, column))
                         break
                     results.append(dict(cell, ms_per_batch=batch / rate * 1e3, images_per_s=rate))
                     _LOG.info("%s batch %d: %.0f images/s", column, batch, rate)
     return results
+
+
+def _out_of_memory_cell(row: Dict[str, Any], batch: int, err: BaseException, column: str) -> Dict[str, Any]:
+    """The one ``not run`` cell of a row that ran out of GPU memory at ``batch`` (its sentence as ``reason``)."""
+    release_cached_memory()
+    sentence = str(out_of_memory_error(err, batch, "--batch-sizes"))
+    _LOG.error("%s: %s", column, sentence)
+    return dict(row, batch=batch, note=f"not run: out of GPU memory at batch {batch}", reason=sentence,
+                out_of_memory=True)
 
 
 def benchmark_config(cfg_file: Optional[str], opts: Sequence[str], onnx_files: Dict[str, str], engines: Dict[str, str],

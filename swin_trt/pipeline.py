@@ -212,19 +212,19 @@ def plan(args: argparse.Namespace) -> List[Step]:
 
     def step(name: str, command: List[str], inputs: List[str], outputs: List[str], nodes: Sequence[str] = (),
              note: str = "") -> Step:
-        inputs = [path for item in inputs for path in (weights if item == ckpt else [item])]
+        inputs = [path for item in inputs for path in (weight_files if item == ckpt else [item])]
         return Step(name, command, inputs, outputs, note, tuple(nodes), config if nodes else None,
                     cfg_file if nodes else "")
 
     steps: List[Step] = []
     if args.resume:
         ckpt = args.resume
-        weights = weight_inputs(args.resume)
+        weight_files = weight_inputs(args.resume)
     else:
         steps.append(step("data", [PY, "make_digits.py", "--output", data], [], [val_data]))
         out_dir = os.path.join(args.output, name, "default")
         ckpt = os.path.join(out_dir, "ckpt_final.pth")
-        weights = [ckpt]
+        weight_files = [ckpt]
         steps.append(step("train", [PY, "main.py", *cfg, "--data-path", data, "--output", args.output,
                                     "--output-json", os.path.join(results, "train_metrics.json")],
                           [train_data, val_data], [ckpt], pytorch_nodes))

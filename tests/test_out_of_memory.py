@@ -48,11 +48,71 @@ def run_command(path: str, argv, capsys) -> tuple:
     return exited.value.code, captured.err, captured.out
 
 
+def wrapped_forms(err: BaseException) -> dict:
+    """Every way an out-of-memory error reaches a command: raised, chained, kept by torch.compile, re-raised by a
+    DataLoader worker."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InductorError
+    from torch._utils import ExceptionWrapper
+
+    def chained(as_cause: bool) -> BaseException:
+        try:
+            try:
+                raise err
+            except Exception as inner:
+                if as_cause:
+                    raise ValueError("a library's own error") from inner
+                raise ValueError("a library's own error")
+        except ValueError as outer:
+            return outer
+
+    try:
+        raise err
+    except Exception:
+        worker = ExceptionWrapper(where="in DataLoader worker process 0")
+    try:
+        worker.reraise()
+    except Exception as reraised:
+        from_worker = reraised
+    return {"raised": err, "cause": chained(True), "context": chained(False),
+            "inductor": InductorError(err, None), "dynamo backend": BackendCompilerFailed(lambda: None, err, None),
+            "DataLoader worker": from_worker}
+
+
+CUDA_RUNTIME = torch.AcceleratorError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported")
+ORT_CUDA = ("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 2: out of memory ; GPU=0 ; hostname=h ; "
+            "file=cuda_allocator.cc ; line=47 ; expr=cudaMalloc((void**)&p, size);")
+
+
+FORMS = ["raised", "cause", "context", "inductor", "dynamo backend", "DataLoader worker"]
+ORIGINS = ["torch", "cuda runtime", "cublas", "onnxruntime bfc", "onnxruntime cuda"]
+
+
+# ONNX Runtime never runs inside a DataLoader worker; every other pair can happen
+@pytest.mark.parametrize("origin,form", [(o, f) for o in ORIGINS for f in FORMS
+                                         if not (o.startswith("onnxruntime") and f == "DataLoader worker")])
+def test_out_of_memory_is_recognised_however_it_arrives(origin, form):
+    err = {"torch": torch.OutOfMemoryError(TORCH_MESSAGE), "cuda runtime": CUDA_RUNTIME,
+           "cublas": RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+           "onnxruntime bfc": RuntimeException(ORT_MESSAGE), "onnxruntime cuda": RuntimeException(ORT_CUDA)}[origin]
+    arrived = wrapped_forms(err)[form]
+    assert is_out_of_memory(arrived)
+    with pytest.raises(UserError) as caught:
+        with out_of_memory_guard(64):
+            raise arrived
+    sentence = str(caught.value)
+    assert sentence.startswith("out of GPU memory at batch size 64: ") and sentence.endswith("lower --batch-size.")
+    if origin == "torch":
+        assert sentence == SENTENCE  # the sizes come from PyTorch's own message, however deep it was wrapped
+
+
 def test_torch_and_onnxruntime_out_of_memory_are_recognised_and_nothing_else():
     assert is_out_of_memory(torch.OutOfMemoryError(TORCH_MESSAGE))
     assert is_out_of_memory(RuntimeException(ORT_MESSAGE))
     assert not is_out_of_memory(RuntimeException("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad input shape"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(ValueError("a library's own error"))
+    assert not is_out_of_memory(torch.AcceleratorError("CUDA error: an illegal memory access was encountered"))
 
 
 def test_the_sentence_names_the_batch_what_was_asked_what_the_gpu_has_and_the_flag():
@@ -139,6 +199,45 @@ def test_benchmark_keeps_the_measured_cells_and_shows_the_rest_as_one_not_run_ce
         "error: out of GPU memory at batch size 262144: it asked for 147.00 GiB more and the GPU has 79.19 GiB "
         "(77.80 GiB free): lower --batch-sizes.")
     assert "| batch 2 | batch 262144 |" in table and "not run: out of GPU memory at batch 262144" in table
+
+
+@pytest.mark.parametrize("where", ["first call", "loading"])
+def test_benchmark_keeps_its_cells_when_torch_compile_wraps_the_out_of_memory(monkeypatch, capsys, tmp_path, where):
+    # torch.compile hands an allocation that fails while it compiles or autotunes back as InductorError
+    from torch._inductor.exc import InductorError
+
+    real_compile = torch.compile
+
+    def compile_that_runs_out(model, **kwargs):
+        if where == "loading":
+            raise InductorError(torch.OutOfMemoryError(TORCH_MESSAGE), None)
+        compiled = real_compile(model, backend="eager")
+
+        def run(images):
+            if images.shape[0] >= 262144:
+                raise InductorError(torch.OutOfMemoryError(TORCH_MESSAGE), None)
+            return compiled(images)
+        return run
+
+    randn = torch.randn
+
+    def lazy_randn(*size, **kwargs):  # the input is never allocated: the compiled call fails first
+        shape = size[0] if len(size) == 1 and isinstance(size[0], tuple) else size
+        return randn(1, *shape[1:], **kwargs).expand(*shape) if shape and shape[0] >= 262144 else randn(*size, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_that_runs_out)
+    monkeypatch.setattr(torch, "randn", lazy_randn)
+    out = tmp_path / "bench.json"
+    code, err, _ = run_command("trt/benchmark.py", ["--cfg", MICRO_CFG, "--backends", "compile", "--precisions", "fp32",
+                                                 "--batch-sizes", "2", "262144", "--warmup", "0", "--iters", "2",
+                                                 "--max-seconds", "1", "--output-json", str(out)], capsys)
+    compiled = json.loads(out.read_text())["results"]
+    if where == "loading":
+        assert [c["batch"] for c in compiled] == [2] and compiled[0]["out_of_memory"]
+    else:
+        assert compiled[0]["images_per_s"] > 0 and compiled[1]["note"] == "not run: out of GPU memory at batch 262144"
+    assert code == 2 and "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "error: out of GPU memory at batch size ")
 
 
 def test_engine_evaluation_out_of_memory_is_one_sentence(monkeypatch, capsys, micro_engines):
