@@ -12,6 +12,7 @@ random weights (a warning says so).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -45,10 +46,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    create_logger()
     config = make_config(args)
     check_inputs(args, config)
     path = output_path(config, args.precision, args.output)
+    create_logger(output_dir=os.path.dirname(os.path.abspath(path)))  # log file beside the ONNX file (DEBUG included)
     try:
         with out_of_memory_guard(config.DATA.BATCH_SIZE):
             report = export_config_model(config, path, args.precision, check_on_val=bool(args.data_path))

@@ -31,10 +31,10 @@ import time
 from typing import Optional, Sequence
 
 from swin_trt.errors import UserError, run_main
-from swin_trt.files import make_folder
+from swin_trt.files import make_folder, require_room
 from swin_trt.cli import WEIGHTS_HELP
 from swin_trt.models.weight_source import resolve
-from swin_trt.pipeline import DEFAULT_CFG, plan, run
+from swin_trt.pipeline import DEFAULT_CFG, first_writes, plan, run
 from swin_trt.tables import format_table
 from swin_trt.validation import check_args
 
@@ -60,9 +60,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         resolve(args.resume)
     steps = plan(args)
     if not args.dry_run:
-        # the folders the steps write into; each step makes its own files (and make_digits its own folder)
-        for folder in (args.weights, os.path.join(args.results, "accuracy")):
-            make_folder(folder)
+        # the folders the steps write into, each checked for its first file before the long steps run; each step
+        # makes its own files (and make_digits its own folder)
+        for path, needed in first_writes(steps, args):
+            require_room(path, needed)
+        make_folder(os.path.join(args.results, "accuracy"))
     start = time.perf_counter()
     summary = run(steps, args.force, args.dry_run)
     print(format_table(summary))

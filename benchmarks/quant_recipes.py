@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from swin_trt.cli import WEIGHTS_HELP
 from swin_trt.models.weight_source import weights_config
 from swin_trt.errors import UserError, run_main
-from swin_trt.files import make_folder, write_json
+from swin_trt.files import make_folder, require_room, write_json
+from swin_trt.training.checkpoints import checkpoint_bytes
 from swin_trt.quant.recipes import gemm_counts, recipe_table, recipes
 from swin_trt.tables import format_table
 
@@ -58,6 +59,8 @@ def run(args: List[str]) -> float:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     config = weights_config(args.cfg, [], args.resume)
+    # every recipe writes a calibrated checkpoint and a graph of the model's size: check before the first
+    require_room(os.path.join(args.work_dir, "recipe0", "flow.json"), 2 * checkpoint_bytes(config, with_optimizer=False))
     make_folder(args.work_dir)
     cfg = ["--cfg", args.cfg] if args.cfg else []  # a folder's commands read its own config
     fp16 = os.path.join(args.work_dir, "fp16.onnx")

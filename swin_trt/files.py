@@ -90,6 +90,28 @@ def writing(path: str, needed: Optional[int] = None) -> Iterator[None]:
         raise write_error(err.errno, path, needed) from None
 
 
+def require_room(path: str, needed: int) -> str:
+    """Before a long run whose first write is ``path`` (``needed`` bytes, estimated): its folder can be made and
+    written, and has the room. Checked up front, so hours of training or calibration are not spent on a disk that
+    cannot take their result.
+
+    Raises:
+        WriteError: in the sentence :func:`write_error` gives a failed write, naming the folder (cannot be made or
+            written) or ``path`` with the bytes it needs and those free.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    make_folder(folder)
+    with writing(folder):
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    free = _free_bytes(folder)
+    if free is not None and free < needed:
+        raise WriteError(f"could not write {path}: it needs about {needed:,} bytes and {free:,} are free there; nothing "
+                         "was started: free space or choose a writable folder for it.", errno.ENOSPC)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, needed: Optional[int] = None) -> Iterator[str]:
     """Yield a temporary name beside ``path``; rename it to ``path`` only on success.

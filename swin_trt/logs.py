@@ -1,12 +1,16 @@
 """One log format for every command (coloured on terminals, plain in files), progress bars that keep logs clean,
-and third-party warnings a user cannot act on kept off the console."""
+and third-party chatter a user cannot act on kept off the console: warnings by the module that raises them, and what
+ModelOpt and onnx-graphsurgeon print (:func:`third_party_output`)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import re
 import sys
 import warnings
-from typing import Any, Dict, Iterable, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Type, TypeVar
 
 from swin_trt.files import make_folder, writing
 
@@ -21,7 +25,24 @@ QUIET_WARNINGS: Tuple[Tuple[str, Type[Warning]], ...] = (
     ("modelopt", Warning),
     # torch.jit.script's deprecation notice: ModelOpt's tensor_quant.py applies it when imported; this project never does
     ("torch.jit._script", FutureWarning),
+    # PuLP's notices about its 4.0 API, raised while ModelOpt's AutoQuantize solves its budget
+    ("pulp", DeprecationWarning),
+    # the exporter's own notices (the TorchScript exporter's deprecation, its logging set-up)
+    ("torch.onnx", Warning),
 )
+# Warnings that other modules raise on a library's behalf (their stacklevel points at the caller), by their text
+QUIET_MESSAGES: Tuple[Tuple[str, Type[Warning]], ...] = (
+    # torch.onnx.export(..., dynamo=False): this project chooses the TorchScript exporter (shared/DESIGN.md says why)
+    ("You are using the legacy TorchScript-based ONNX export", DeprecationWarning),
+)
+# Lines that ModelOpt and onnx-graphsurgeon print themselves (no warnings or logging): :func:`third_party_output`
+QUIET_OUTPUT = tuple(re.compile(p) for p in (
+    r"^\[[WIV]\] ",  # onnx-graphsurgeon's warnings and notes ("[W] Datatype: FLOAT8E4M3FN could not be converted ...")
+    r"^Accessing the values of this constant tensor ",  # ... and the two lines of its constant-tensor note
+    r"^If this is not what you intended, please avoid accessing the values of this constant tensor",
+    r"^Inserted \d+ quantizers$",  # mtq.quantize
+    r"^(Calibrating for |Estimating auto_quantize scores|AutoQuantize|Loading extension modelopt)",  # auto_quantize
+))
 
 # Third-party loggers whose warnings are of the same kind, demoted to DEBUG on the "swin" log (their errors are not).
 QUIET_LOGGERS: Tuple[str, ...] = (
@@ -44,9 +65,12 @@ def origin_module(filename: str) -> Optional[str]:
     return _ORIGINS[filename]
 
 
-def is_quiet(category: Type[Warning], filename: str) -> bool:
-    """Whether a warning of ``category`` raised in ``filename`` is one of :data:`QUIET_WARNINGS`."""
+def is_quiet(category: Type[Warning], filename: str, message: str = "") -> bool:
+    """Whether a warning of ``category`` raised in ``filename`` is one of :data:`QUIET_WARNINGS` (or its text one of
+    :data:`QUIET_MESSAGES`)."""
     module = origin_module(filename) or ""
+    if any(str(message).startswith(text) and issubclass(category, kind) for text, kind in QUIET_MESSAGES):
+        return True
     return any((module == prefix or module.startswith(prefix + ".")) and issubclass(category, kind)
                for prefix, kind in QUIET_WARNINGS)
 
@@ -70,7 +94,7 @@ def route_third_party_warnings() -> None:
     show = warnings.showwarning
     if not getattr(show, "_swin_routed", False):
         def showwarning(message, category, filename, lineno, file=None, line=None):
-            if is_quiet(category, filename):
+            if is_quiet(category, filename, str(message)):
                 logging.getLogger("swin").debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
             else:
                 show(message, category, filename, lineno, file, line)
@@ -81,6 +105,36 @@ def route_third_party_warnings() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ToDebug) for f in logger.filters):
             logger.addFilter(_ToDebug())
+
+
+def _is_chatter(line: str) -> bool:
+    """A captured line (a progress bar's last state after its carriage returns) that :data:`QUIET_OUTPUT` names."""
+    shown = line.rsplit("\r", 1)[-1].strip() or line.strip()
+    return any(pattern.search(part.strip()) for part in (shown, line.split("\r", 1)[0]) for pattern in QUIET_OUTPUT)
+
+
+@contextlib.contextmanager
+def third_party_output(what: str) -> Iterator[None]:
+    """Capture what the code run inside prints to stdout and stderr (ModelOpt's "Inserted N quantizers", its
+    progress bars, onnx-graphsurgeon's notes): lines of :data:`QUIET_OUTPUT` go to the "swin" log at DEBUG, every other
+    line is printed afterwards where it was going, so nothing a user should read is lost. The toolkit's own log
+    handlers keep their streams and are not captured."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield
+    finally:
+        log = logging.getLogger("swin")
+        for captured, stream in ((out, sys.stdout), (err, sys.stderr)):
+            kept = []
+            for line in captured.getvalue().splitlines():
+                if _is_chatter(line):
+                    log.debug("[%s] %s", what, line.rsplit("\r", 1)[-1].strip())
+                elif line.strip():
+                    kept.append(line)
+            if kept:
+                stream.write("\n".join(kept) + "\n")
+                stream.flush()
 
 
 class _ColorFormatter(logging.Formatter):

@@ -294,6 +294,26 @@ def plan(args: argparse.Namespace) -> List[Step]:
     return steps
 
 
+def first_writes(steps: List[Step], args: argparse.Namespace) -> List[Tuple[str, int]]:
+    """``(path, bytes)`` of the first large file each output folder of the steps that will run gets: the training
+    checkpoint (weights and optimizer state) and the FP32 ONNX file (the weights again), computed from the model.
+    Steps that are up to date write nothing and are not counted."""
+    from swin_trt.training.checkpoints import checkpoint_bytes
+
+    config = next(s.config for s in steps if s.config is not None)
+    fingerprints = Fingerprints()
+    found = []
+    for step in steps:
+        if step.note or (step.name not in args.force and step.staleness(fingerprints) is None):
+            continue
+        if step.name == "train":
+            found.append((os.path.join(args.output, config.MODEL.NAME, "default", "ckpt_epoch_0.pth"),
+                          checkpoint_bytes(config)))
+        elif step.name == "export fp32":
+            found.append((step.outputs[0], checkpoint_bytes(config, with_optimizer=False)))
+    return found
+
+
 def run(steps: List[Step], force: List[str], dry_run: bool = False) -> List[dict]:
     """Run each step that is not up to date (see the module docstring); with ``dry_run`` only say which and why.
 

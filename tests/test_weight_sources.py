@@ -4,7 +4,6 @@ Runtime; the same top-1 as the source's own preprocessing; bad inputs in one sen
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest

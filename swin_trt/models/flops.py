@@ -173,6 +173,11 @@ def _classifier(model: SwinClassifier) -> float:
             + head)
 
 
+def parameter_bytes(config: CfgNode) -> int:
+    """Bytes of the config's FP32 parameters (a checkpoint holds them once; AdamW's state twice more)."""
+    return sum(p.numel() * p.element_size() for p in build_structure(config).parameters())
+
+
 def build_structure(config: CfgNode) -> nn.Module:
     """The config's model on the meta device: every module and parameter shape, no storage and no initialisation.
 

@@ -35,6 +35,7 @@ from typing import Sequence
 import onnx
 
 from swin_trt.errors import UserError
+from swin_trt.logs import third_party_output
 
 _LOG = logging.getLogger("swin")
 
@@ -61,8 +62,9 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32_ops: Sequence[str],
     from modelopt.onnx.autocast import convert_to_f16  # slow import, only when converting
 
     check_op_types(keep_fp32_ops)
-    converted = convert_to_f16(copy.deepcopy(model), low_precision_type=low_precision_type, keep_io_types=True,
-                               op_block_list=list(keep_fp32_ops))
+    with third_party_output("modelopt.onnx.autocast"):  # onnx-graphsurgeon's notes on FP8 constants, among others
+        converted = convert_to_f16(copy.deepcopy(model), low_precision_type=low_precision_type, keep_io_types=True,
+                                   op_block_list=list(keep_fp32_ops))
     kept = sum(node.op_type in keep_fp32_ops for node in converted.graph.node)
     _LOG.info("%s conversion: %d nodes kept in FP32 (%s)", low_precision_type.upper(), kept,
               ", ".join(keep_fp32_ops) or "none")

@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from swin_trt.logs import third_party_output
+
 _LOG = logging.getLogger("swin")
 # ops that only move or select elements; a per-tensor quantize commutes with each of them
 DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Identity", "Concat"}
@@ -156,20 +158,21 @@ def propagate_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     Returns:
         a new model; ``model`` is not modified.
     """
-    graph = gs.import_onnx(model)
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    moves: List[int] = [0, 0, 0]
-    while True:
-        step = (_merge_duplicate_quantizers(graph), _move_quantize_back(graph, opset),
-                _move_dequantize_forward(graph, opset))
-        if not any(step):
-            break
-        moves = [m + s for m, s in zip(moves, step)]
-        graph.cleanup()
-    graph.cleanup().toposort()
+    with third_party_output("onnx-graphsurgeon"):  # its notes on FP8 constants it cannot hold in numpy
+        graph = gs.import_onnx(model)
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        moves: List[int] = [0, 0, 0]
+        while True:
+            step = (_merge_duplicate_quantizers(graph), _move_quantize_back(graph, opset),
+                    _move_dequantize_forward(graph, opset))
+            if not any(step):
+                break
+            moves = [m + s for m, s in zip(moves, step)]
+            graph.cleanup()
+        graph.cleanup().toposort()
+        out = gs.export_onnx(graph)
     _LOG.info("Q/DQ moved through data-movement ops: %d quantize back, %d dequantize forward, %d merged",
               moves[1], moves[2], moves[0])
-    out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
+from swin_trt.logs import third_party_output
 from swin_trt.quant.placement import ACTIVATION, WEIGHT, QuantSite, enabled_sites, placement_table
 
 _LOG = logging.getLogger("swin")
@@ -99,12 +100,13 @@ def search_formats(model: nn.Module, config: CfgNode, images: Iterable, effectiv
     searched = searchable_linears(model, config)
     others = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and name not in searched]
     candidate = copy.deepcopy(model).to(device).eval()
-    _, state = mtq.auto_quantize(candidate, constraints={"effective_bits": float(effective_bits)},
-                                 quantization_formats=[_search_config(f) for f in SEARCHED], data_loader=batches,
-                                 forward_step=lambda m, batch: m(batch[0]),
-                                 loss_func=lambda output, batch: F.cross_entropy(output, batch[1]),
-                                 disabled_layers=others or None, num_calib_steps=len(batches),
-                                 num_score_steps=len(batches), verbose=False)
+    with third_party_output("modelopt auto_quantize"):  # its progress bars and notes (the log file keeps them)
+        _, state = mtq.auto_quantize(candidate, constraints={"effective_bits": float(effective_bits)},
+                                     quantization_formats=[_search_config(f) for f in SEARCHED], data_loader=batches,
+                                     forward_step=lambda m, batch: m(batch[0]),
+                                     loss_func=lambda output, batch: F.cross_entropy(output, batch[1]),
+                                     disabled_layers=others or None, num_calib_steps=len(batches),
+                                     num_score_steps=len(batches), verbose=False)
     chosen = {key[:-len(".quant_recipe")]: _recipe_format(recipe) for key, recipe in state["best"]["recipe"].items()}
     formats = {name: chosen.get(name, NONE) for name in searched}
     _LOG.info("AutoQuantize (effective bits %.2f of %.2f asked): %s", state["best"]["constraints"]["effective_bits"],

@@ -23,6 +23,7 @@ import torch.nn as nn
 from swin_trt.checkpoint_file import load_checkpoint_file
 from swin_trt.errors import UserError
 from swin_trt.files import atomic_torch_save
+from swin_trt.logs import third_party_output
 from swin_trt.quant.quantize import enabled_quantizers, is_quantized, register_quant_modules
 from swin_trt.training.checkpoints import unwrap
 
@@ -77,7 +78,8 @@ def load_quant_checkpoint(model: nn.Module, path: str) -> Dict[str, Any]:
                         "or resume from a *_qat.pth / *_ptq.pth written by swin_quant_flow.py.")
     register_quant_modules()
     try:
-        mto.restore_from_modelopt_state(model, checkpoint[STATE_KEY])
+        with third_party_output("modelopt"):
+            mto.restore_from_modelopt_state(model, checkpoint[STATE_KEY])
     except Exception:  # ModelOpt raises ApplyModeError/KeyError/ValueError for a state of another model
         raise UserError(f"quantized checkpoint {path} does not fit this model/config (its quantizers sit on layers "
                         "this model does not have): pass the config it was made with.") from None

@@ -16,7 +16,7 @@ from swin_trt.config import config_beside, save_config
 from swin_trt.data import build_loader
 from swin_trt.distributed import barrier, cleanup, init_distributed
 from swin_trt.errors import UserError
-from swin_trt.files import make_folder
+from swin_trt.files import make_folder, require_room
 from swin_trt.evaluation import evaluate_model
 from swin_trt.logs import create_logger
 from swin_trt.models import build_model, load_weights
@@ -32,6 +32,7 @@ from swin_trt.quant.placement import format_placement, placement_table
 from swin_trt.quant.sensitivity import active_quantizers, sensitivity, sites_by_layer, sites_by_row
 from swin_trt.quant.quantize import check_quant_options
 from swin_trt.tables import format_table
+from swin_trt.training.checkpoints import checkpoint_bytes
 from swin_trt.validation import check_args, check_config, require_dataset, require_modelopt_onnx
 
 
@@ -63,6 +64,10 @@ def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
     check_precision(config.QUANT.HIGH_PRECISION)
     if config.QUANT.HIGH_PRECISION != "fp32":  # found at export, it would cost the whole calibration and QAT
         require_modelopt_onnx(f"the {config.QUANT.HIGH_PRECISION.upper()}-based Q/DQ export (ModelOpt AutoCast)")
+    if not args.sensitivity:  # calibration and QAT must not end at a checkpoint the disk cannot take
+        qat = config.QUANT.FINETUNE_EPOCHS > 0
+        first = default_paths(config, config.QUANT.FORMAT, args.output)["qat" if qat else "ptq"]
+        require_room(first, checkpoint_bytes(config, with_optimizer=qat))
 
 
 def evaluate_stage(stage: str, model: nn.Module, loader, device: torch.device, logger: logging.Logger) -> Dict[str, Any]:
@@ -258,7 +263,7 @@ def run_quant_session(config: CfgNode, options: FlowOptions, device_arg: str = "
     """
     device, rank, world_size = init_distributed(device_arg)
     try:
-        logger = create_logger("swin", rank=rank)
+        logger = create_logger("swin", options.output, rank)  # its log file keeps the third-party notes at DEBUG
         logger.info("%s: quantization flow on %s, %d process(es)", config.MODEL.NAME, device, world_size)
         random_seed(config.SEED, rank)  # QAT's shuffle and augmentation, as main.py's training
         logger.info("quantizer placement (QUANT.DISABLED=%s):\n%s", list(config.QUANT.DISABLED),

@@ -24,6 +24,7 @@ from modelopt.torch.quantization.nn import QuantModule, QuantModuleRegistry, Ten
 from yacs.config import CfgNode
 
 from swin_trt.errors import UserError
+from swin_trt.logs import third_party_output
 from swin_trt.models.swin_transformer import SwinTransformerBlock, WindowAttention
 from swin_trt.models.swin_transformer_v2 import SwinTransformerV2Block, WindowAttentionV2
 from swin_trt.quant.placement import WEIGHT, QuantSite, enabled_sites, placement_table
@@ -131,7 +132,8 @@ def quantize_model(model: nn.Module, config: CfgNode, forward_loop: Optional[Cal
         raise UserError("the model already holds quantizers: quantize a model with plain weights.")
     check_keep_patterns(model, config.QUANT.KEEP_HIGH_PRECISION)
     register_quant_modules()
-    return mtq.quantize(model, build_quant_config(config, site_entries), forward_loop)
+    with third_party_output("modelopt"):
+        return mtq.quantize(model, build_quant_config(config, site_entries), forward_loop)
 
 
 def check_keep_patterns(model: nn.Module, patterns: List[str]) -> None:

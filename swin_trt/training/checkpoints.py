@@ -12,6 +12,17 @@ from swin_trt.files import atomic_torch_save
 
 _EPOCH_FILE = re.compile(r"ckpt_epoch_(\d+)\.pth$")
 FINAL_NAME = "ckpt_final.pth"
+CHECKPOINT_EXTRA = 1 << 20  # the config, buffers, quantizer ranges and the pickle's own bytes, generously
+OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}  # tensors the optimizer keeps per parameter (AdamW: two moments)
+
+
+def checkpoint_bytes(config, with_optimizer: bool = True) -> int:
+    """What a checkpoint of the config's model takes on disk, computed from the model (built on the meta device):
+    its FP32 weights, and the optimizer's state per parameter when it is a training (or QAT) checkpoint."""
+    from swin_trt.models.flops import parameter_bytes
+
+    states = OPTIMIZER_STATES.get(config.TRAIN.OPTIMIZER.NAME, 2) if with_optimizer else 0
+    return parameter_bytes(config) * (1 + states) + CHECKPOINT_EXTRA
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -14,11 +14,11 @@ from swin_trt.data import build_loader, build_mixup
 from swin_trt.distributed import barrier, cleanup, init_distributed
 from swin_trt.errors import UserError
 from swin_trt.evaluation import evaluate_model
-from swin_trt.files import atomic_write_bytes, make_folder
+from swin_trt.files import atomic_write_bytes, make_folder, require_room
 from swin_trt.logs import create_logger
 from swin_trt.models import build_model, load_weights
 from swin_trt.models.weight_source import read_checkpoint, resolve, weights_config
-from swin_trt.training.checkpoints import latest_checkpoint, save_final, save_training_checkpoint
+from swin_trt.training.checkpoints import checkpoint_bytes, latest_checkpoint, save_final, save_training_checkpoint
 from swin_trt.training.loop import build_criterion, train_one_epoch
 from swin_trt.training.lr_scheduler import build_scheduler, scaled_learning_rates
 from swin_trt.training.optimizer import build_optimizer
@@ -40,6 +40,9 @@ def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
     for reference in (args.resume, args.pretrained):
         if reference:
             resolve(reference)
+    if not config.EVAL_MODE:  # hours of training must not end at a checkpoint the disk cannot take
+        output_dir = os.path.join(config.OUTPUT, config.MODEL.NAME, config.TAG)
+        require_room(os.path.join(output_dir, "ckpt_epoch_0.pth"), checkpoint_bytes(config))
     splits = ["val"] if config.EVAL_MODE else ["train", "val"]
     if not config.DATA.DATA_PATH:
         raise UserError(f"no --data-path given: pass the folder that holds {' and '.join(s + '/' for s in splits)} "
