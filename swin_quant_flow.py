@@ -69,6 +69,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--sensitivity", action="store_true",
                    help="calibrate --resume (a plain checkpoint) once and measure each site alone and every site but "
                         "one on val/ (no QAT, no export)")
+    p.add_argument("--calibrated", metavar="PTQ.pth",
+                   help="with --sensitivity: reuse this calibrated checkpoint (the *_ptq.pth of --quantize) when it was "
+                        "made from the same weights with the same calibration settings, instead of calibrating again")
     p.add_argument("--sensitivity-by", choices=BY, default="row",
                    help="sites: placement-table rows (default) or quantized modules (layers.2.blocks.3.mlp.fc1, ...)")
     p.add_argument("--disable-amp", "--disable_amp", dest="amp", action="store_false", default=None,
@@ -88,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     check_inputs(args, config)
     options = FlowOptions(args.quantize, args.output, args.skip_fp32_eval, args.check_onnx,
-                          args.sensitivity_by if args.sensitivity else None)
+                          args.sensitivity_by if args.sensitivity else None, args.calibrated)
     try:
         with out_of_memory_guard(config.DATA.BATCH_SIZE):
             result, rank = run_quant_session(config, options, args.device)

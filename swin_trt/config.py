@@ -154,6 +154,11 @@ _C.QUANT.SMOOTH_ALPHA = 0.0
 # FORMAT auto: ModelOpt's AutoQuantize picks INT8, FP8 or high precision per Linear within this many weight bits on
 # average (8: every weight 8-bit; 16: none quantized); quant/auto.py
 _C.QUANT.EFFECTIVE_BITS = 9.0
+# images of val/ the sensitivity sweep evaluates every site on (a seeded pick; all of val/ when it holds fewer): the
+# sweep is 2 x sites + 2 evaluations. On the outlier test bed 30, 60 and 120 images rank the harmful rows (qkv.input,
+# fc1.input) first, in the order all 360 do (docs/RESULTS.md); 1,000 keeps a top-1 step at 0.1 point and costs, by row
+# on ImageNet, 40,000 Swin-T images instead of 2 million
+_C.QUANT.SENSITIVITY_IMAGES = 1000
 _C.QUANT.HIGH_PRECISION = "fp16"  # type between the Q/DQ pairs of the exported graph: fp16 | bf16 | fp32 (debugging only)
 # export check (quant/export_check.py), on in-distribution images: every logit of the Q/DQ graph within this many
 # quantization steps of the classifier's input of the fake-quantized model (FP16 between the pairs moves values

@@ -20,6 +20,7 @@ from swin_trt.benchmark import pipeline_backends
 from swin_trt.config import get_config
 from swin_trt.errors import UserError
 from swin_trt.files import write_json
+from swin_trt.quant.paths import default_paths
 from swin_trt.trt.backend import load_backend, runtime_unavailable_reason
 from swin_trt.trt.metadata import file_sha256
 from swin_trt.validation import check_config
@@ -243,9 +244,11 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                                      "--output-json", quant_metrics],
                       [ckpt, train_data, val_data], [onnx["int8"], quant_metrics], quant_nodes))
     sensitivity = os.path.join(results, "sensitivity.json")  # each placement row's harm, for the report
+    calibrated = default_paths(config, config.QUANT.FORMAT, weights)["ptq"]  # the quantize step's: reused when it fits
     steps.append(step("sensitivity by row", [PY, "swin_quant_flow.py", *cfg, "--resume", ckpt, "--data-path", data,
-                                             "--sensitivity", *bs, "--output-json", sensitivity],
-                      [ckpt, train_data, val_data], [sensitivity], quant_nodes))
+                                             "--sensitivity", "--calibrated", calibrated, *bs, "--output-json",
+                                             sensitivity],
+                      [ckpt, calibrated, train_data, val_data], [sensitivity], quant_nodes))
     for precision in ("fp32", "fp16", "int8"):
         out = os.path.join(acc, f"onnxrt_{precision}.json")
         steps.append(step(f"eval onnxrt {precision}", [PY, "trt/eval_onnxrt.py", *cfg, "--resume", onnx[precision],

@@ -47,6 +47,24 @@ def build_loader(config: CfgNode, split: str, batch_size: Optional[int] = None, 
                        drop_last=is_train and len(dataset) >= batch_size, persistent_workers=workers > 0)
 
 
+def build_sample_loader(config: CfgNode, split: str, count: int, batch_size: Optional[int] = None) -> ImageLoader:
+    """A seeded pick (SEED) of ``count`` images of ``split`` (all of them when it holds fewer), evaluation transform,
+    in file order, sharded over ranks as :func:`build_loader`'s evaluation is; only the picked files are opened."""
+    from swin_trt.data.image_folder import ImageList, list_images
+
+    samples = list_images(os.path.join(config.DATA.DATA_PATH, split), config.MODEL.LABEL_NAMES)
+    if count < len(samples):
+        picked = sorted(torch.randperm(len(samples), generator=torch.Generator().manual_seed(config.SEED))[:count].tolist())
+        samples = [samples[i] for i in picked]
+    dataset = ImageList(samples, build_transform(config, is_train=False))
+    distributed = dist.is_available() and dist.is_initialized()
+    sampler = ShardedEvalSampler(dataset) if distributed else SequentialSampler(dataset)
+    workers = config.DATA.NUM_WORKERS
+    return ImageLoader(dataset, config.DATA.ON_BAD_IMAGE, sampler=sampler, batch_size=batch_size or config.DATA.BATCH_SIZE,
+                       num_workers=workers, pin_memory=config.DATA.PIN_MEMORY and torch.cuda.is_available(),
+                       persistent_workers=workers > 0)
+
+
 def build_mixup(config: CfgNode) -> Optional[Mixup]:
     """timm's Mixup/CutMix with label smoothing, or None when both alphas are 0."""
     if config.AUG.MIXUP <= 0 and config.AUG.CUTMIX <= 0 and config.AUG.CUTMIX_MINMAX is None:

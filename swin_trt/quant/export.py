@@ -53,16 +53,6 @@ FP8_MIN_OPSET = 19  # first opset whose QuantizeLinear/DequantizeLinear take FP8
 FP8_MOVE_OPSET = 21  # first opset whose Transpose/Squeeze/Unsqueeze/Flatten take FP8 (Slice and Concat never do)
 
 
-def default_paths(config: CfgNode, fmt: str, folder: str = "weights") -> Dict[str, str]:
-    """Output files of the quantization flow in ``folder``.
-
-    ``<MODEL.NAME>_<fmt>.onnx`` (Q/DQ graph), ``<MODEL.NAME>_<fmt>_ptq.pth``
-    (calibrated checkpoint) and ``<MODEL.NAME>_<fmt>_qat.pth`` (after fine-tuning).
-    """
-    stem = os.path.join(folder, f"{config.MODEL.NAME}_{fmt}")
-    return {"onnx": f"{stem}.onnx", "ptq": f"{stem}_ptq.pth", "qat": f"{stem}_qat.pth"}
-
-
 def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -14,6 +15,7 @@ from yacs.config import CfgNode
 from swin_trt import cli
 from swin_trt.config import config_beside, save_config
 from swin_trt.data import build_loader
+from swin_trt.data.build import build_sample_loader
 from swin_trt.distributed import barrier, cleanup, init_distributed
 from swin_trt.errors import UserError
 from swin_trt.files import make_folder, require_room
@@ -25,7 +27,8 @@ from swin_trt.onnx_tools.export import check_precision
 from swin_trt.quant.auto import format_rows, search_formats
 from swin_trt.quant.calibrate import amax_digests_over_ranks, build_calib_loader, calibrate
 from swin_trt.quant.checkpoint import is_quant_checkpoint, load_quant_checkpoint, save_quant_checkpoint
-from swin_trt.quant.export import default_paths, export_quantized
+from swin_trt.quant.export import export_quantized
+from swin_trt.quant.paths import default_paths
 from swin_trt.quant.export_check import check_batches
 from swin_trt.quant.finetune import QATFineTuner
 from swin_trt.quant.placement import format_placement, placement_table
@@ -146,6 +149,7 @@ class FlowOptions:
         skip_fp32_eval: do not evaluate the plain model first.
         check_onnx: compare the ONNX file with PyTorch over all of val/ (rank 0).
         sensitivity: ``row`` or ``layer``: measure each site's harm instead (:func:`run_sensitivity`), no export.
+        calibrated: with ``sensitivity``, a ``*_ptq.pth`` of ``--quantize`` to reuse (:func:`reused_calibration`).
     """
 
     quantize: bool
@@ -153,6 +157,7 @@ class FlowOptions:
     skip_fp32_eval: bool = False
     check_onnx: bool = False
     sensitivity: Optional[str] = None
+    calibrated: Optional[str] = None
 
 
 def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: int, world_size: int,
@@ -171,7 +176,8 @@ def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: 
         result["calib_amax_digests"] = amax_digests_over_ranks(model)
         info = {"format": config.QUANT.FORMAT, "calib_method": config.QUANT.CALIB_METHOD,
                 "smooth_alpha": config.QUANT.SMOOTH_ALPHA, "keep_high_precision": list(config.QUANT.KEEP_HIGH_PRECISION),
-                "source": resolve(config.MODEL.RESUME).describe()}  # where the weights came from
+                "source": resolve(config.MODEL.RESUME).describe(),  # where the weights came from
+                "calibration": calibration_settings(config)}  # what the sensitivity sweep checks before reusing it
         if formats is not None:
             info["module_formats"] = formats
         start_epoch, trainer_state = 0, None
@@ -206,20 +212,59 @@ def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: 
     return result
 
 
+def calibration_settings(config: CfgNode) -> Dict[str, Any]:
+    """Everything a calibration depends on besides the weights: equal settings and weights give equal ranges."""
+    q = config.QUANT
+    return {"format": q.FORMAT, "calib_method": q.CALIB_METHOD, "percentile": q.PERCENTILE,
+            "num_calib_batch": q.NUM_CALIB_BATCH, "batch_size": config.DATA.BATCH_SIZE, "seed": config.SEED,
+            "train": os.path.abspath(os.path.join(config.DATA.DATA_PATH, "train")), "disabled": list(q.DISABLED),
+            "keep_high_precision": list(q.KEEP_HIGH_PRECISION), "smooth_alpha": q.SMOOTH_ALPHA,
+            "effective_bits": q.EFFECTIVE_BITS if q.FORMAT == "auto" else None}
+
+
+def reused_calibration(config: CfgNode, path: Optional[str], device: torch.device,
+                       logger: logging.Logger) -> Tuple[Optional[nn.Module], Optional[Dict[str, str]]]:
+    """The calibrated model of ``path`` (a ``*_ptq.pth`` of ``--quantize``) when it was made from the same weights
+    with the same :func:`calibration_settings`, and the formats AutoQuantize chose; ``(None, None)`` otherwise, with
+    the reason logged (the caller then calibrates)."""
+    if not path:
+        return None, None
+    if not os.path.isfile(path):
+        logger.info("no calibrated checkpoint %s yet: calibrating here", path)
+        return None, None
+    checkpoint = read_checkpoint(path)
+    info = checkpoint.get("quant") or {}
+    weights = [w["sha256"] for w in resolve(config.MODEL.RESUME).describe()["weights"]]
+    recorded = [w.get("sha256") for w in (info.get("source") or {}).get("weights", [])]
+    settings, theirs = calibration_settings(config), info.get("calibration") or {}
+    differs = [k for k, v in settings.items() if theirs.get(k) != v] + (["the weights"] if recorded != weights else [])
+    if not is_quant_checkpoint(checkpoint) or int(checkpoint.get("epoch", 0)) != -1 or differs:
+        why = f"it differs in {', '.join(differs)}" if differs else "it is not a calibrated-only (PTQ) checkpoint"
+        logger.info("calibrating here rather than reusing %s: %s", path, why)
+        return None, None
+    model = build_model(config)
+    load_quant_checkpoint(model, path)
+    logger.info("reusing the calibration of %s (same weights, same calibration settings)", path)
+    return model.to(device).eval(), info.get("module_formats")
+
+
 def run_sensitivity(config: CfgNode, options: FlowOptions, device: torch.device, rank: int, world_size: int,
                     logger: logging.Logger) -> Dict[str, Any]:
     """Calibrate the plain checkpoint once, then evaluate each site alone and every site but one
     (quant/sensitivity.py); returns the result (``sensitivity`` rows sorted by harm, ``fp32``, ``all``)."""
-    val_loader = build_loader(config, "val")
+    val_loader = build_sample_loader(config, "val", config.QUANT.SENSITIVITY_IMAGES)
     images = len(val_loader.dataset)
     if images * 4 * 3 * config.DATA.IMG_SIZE ** 2 <= CACHE_BYTES:  # decoded once, not 2 x sites + 2 times
         val_loader = check_batches(val_loader, images)
-    model, _, formats = calibrated_model(config, device, None, True, logger)
+    model, formats = reused_calibration(config, options.calibrated, device, logger)
+    reused = model is not None
+    if not reused:
+        model, _, formats = calibrated_model(config, device, None, True, logger)
     names = list(active_quantizers(model))
     sites = (sites_by_row(names, placement_table(config.MODEL.TYPE)) if options.sensitivity == "row"
              else sites_by_layer(names))
-    logger.info("sensitivity of %d sites (by %s): %d evaluations of %d images", len(sites), options.sensitivity,
-                2 * len(sites) + 2, images)
+    logger.info("sensitivity of %d sites (by %s): %d evaluations of %d images each (QUANT.SENSITIVITY_IMAGES %d)",
+                len(sites), options.sensitivity, 2 * len(sites) + 2, images, config.QUANT.SENSITIVITY_IMAGES)
 
     def evaluate(m: nn.Module, label: str) -> Dict[str, Any]:
         metrics = evaluate_model(m, val_loader, device, amp=False, desc=label, over_ranks=True)
@@ -228,7 +273,8 @@ def run_sensitivity(config: CfgNode, options: FlowOptions, device: torch.device,
 
     result = sensitivity(model, sites, evaluate)
     result.update(by=options.sensitivity, format=config.QUANT.FORMAT, calib_method=config.QUANT.CALIB_METHOD,
-                  model=config.MODEL.NAME, world_size=world_size)
+                  model=config.MODEL.NAME, world_size=world_size, images=images,
+                  calibration=options.calibrated if reused else "calibrated here")
     if formats is not None:
         result["module_formats"] = formats
     return result

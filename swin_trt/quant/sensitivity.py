@@ -60,7 +60,7 @@ def sensitivity(model: nn.Module, sites: Dict[str, List[str]], evaluate: Evaluat
 
     Returns:
         ``{"fp32": {...}, "all": {...}, "sensitivity": [{"site", "quantizers", "acc1_only", "loss_only",
-        "acc1_all_but", "loss_all_but"}, ...]}``, the rows sorted by harm: the lowest Acc@1 with the site alone first
+        "acc1_all_but", "loss_all_but", "images"}, ...]}``, the rows sorted by harm: the lowest Acc@1 with the site alone first
         (then the highest loss), so the sites that cost most on their own lead; every quantizer is switched back on
         at the end.
     """
@@ -78,7 +78,8 @@ def sensitivity(model: nn.Module, sites: Dict[str, List[str]], evaluate: Evaluat
             _switch(quantizers, [q for q in every if q not in set(members)])
             all_but = _metrics(evaluate(model, f"all but {site}"))
             rows.append({"site": site, "quantizers": len(members), "acc1_only": only["acc1"],
-                         "loss_only": only["loss"], "acc1_all_but": all_but["acc1"], "loss_all_but": all_but["loss"]})
+                         "loss_only": only["loss"], "acc1_all_but": all_but["acc1"], "loss_all_but": all_but["loss"],
+                         "images": only["images"]})
     finally:
         _switch(quantizers, list(quantizers))
     result["sensitivity"] = sorted(rows, key=lambda r: (r["acc1_only"], -r["loss_only"]))
@@ -86,7 +87,7 @@ def sensitivity(model: nn.Module, sites: Dict[str, List[str]], evaluate: Evaluat
 
 
 def _metrics(metrics: Dict[str, Any]) -> Dict[str, float]:
-    return {"acc1": metrics["acc1"], "loss": metrics["loss"]}
+    return {"acc1": metrics["acc1"], "loss": metrics["loss"], "images": metrics["images"]}
 
 
 def sensitivity_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
