@@ -51,9 +51,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "checkpoint to resume")
     cli.add_data(p, holds="train/ (calibration, QAT) and val/", batch="images per process and step")
     p.add_argument("--quantize", action="store_true", help="calibrate and fine-tune the plain checkpoint --resume")
-    p.add_argument("--format", choices=FORMATS, help="int8 (default), fp8 (E4M3, Hopper and later) or auto (a format "
-                   "per module by ModelOpt's AutoQuantize within --effective-bits)")
-    p.add_argument("--effective-bits", type=float, help="auto: average weight bits, 8..16 (default QUANT.EFFECTIVE_BITS)")
+    p.add_argument("--format", choices=FORMATS, help="int8 (default), fp8 (E4M3, Hopper and later), mxfp8 or nvfp4 "
+                   "(Blackwell; quantized on an NVIDIA GPU) or auto (a format per module by ModelOpt's AutoQuantize "
+                   "within --effective-bits)")
+    p.add_argument("--effective-bits", type=float, help="auto: average weight bits, 4..16 (default QUANT.EFFECTIVE_BITS; "
+                   "NVFP4 counts 4.5 with its scales, as ModelOpt counts it)")
+    p.add_argument("--auto-formats", nargs="+", choices=[f for f in FORMATS if f != "auto"],
+                   help="auto: the formats searched per Linear (default QUANT.AUTO_FORMATS: int8 fp8)")
     p.add_argument("--high-precision", choices=PRECISIONS,
                    help="type of the exported graph between its Q/DQ pairs (default QUANT.HIGH_PRECISION: fp16)")
     p.add_argument("--calib-method", choices=CALIB_METHODS, help="activation ranges (default QUANT.CALIB_METHOD)")
@@ -87,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     config = make_config(args)
     if args.show_placement:
-        print(format_placement(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE)))
+        print(format_placement(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE), config.QUANT.FORMAT))
         return 0
     check_inputs(args, config)
     options = FlowOptions(args.quantize, args.output, args.skip_fp32_eval, args.check_onnx,

@@ -139,7 +139,9 @@ _C.TEST.SEQUENTIAL = True  # accepted so that the original's YAML files load; un
 # Quantization (swin_quant_flow.py)
 # -----------------------------------------------------------------------------
 _C.QUANT = CN()
-_C.QUANT.FORMAT = "int8"  # int8 | fp8 (E4M3, Hopper and later) | auto (a format per module: EFFECTIVE_BITS)
+# int8 | fp8 (E4M3, Hopper and later) | mxfp8 | nvfp4 (Blackwell's block formats, quantized on an NVIDIA GPU) |
+# auto (a format per module among AUTO_FORMATS within EFFECTIVE_BITS)
+_C.QUANT.FORMAT = "int8"
 _C.QUANT.CALIB_METHOD = "max"  # activation ranges: max | histogram (entropy) | percentile
 _C.QUANT.PERCENTILE = 99.99  # percentile for the percentile calibrator
 _C.QUANT.NUM_CALIB_BATCH = 4  # training batches seen by calibration
@@ -154,6 +156,7 @@ _C.QUANT.SMOOTH_ALPHA = 0.0
 # FORMAT auto: ModelOpt's AutoQuantize picks INT8, FP8 or high precision per Linear within this many weight bits on
 # average (8: every weight 8-bit; 16: none quantized); quant/auto.py
 _C.QUANT.EFFECTIVE_BITS = 9.0
+_C.QUANT.AUTO_FORMATS = ["int8", "fp8"]  # FORMAT auto searches these per Linear (and leaving it unquantized)
 # images of val/ the sensitivity sweep evaluates every site on (a seeded pick; all of val/ when it holds fewer): the
 # sweep is 2 x sites + 2 evaluations. On the outlier test bed 30, 60 and 120 images rank the harmful rows (qkv.input,
 # fc1.input) first, in the order all 360 do (docs/RESULTS.md); 1,000 keeps a top-1 step at 0.1 point and costs, by row

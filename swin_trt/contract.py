@@ -116,8 +116,10 @@ def differs(a: Any, b: Any) -> bool:
 
 
 def write_onnx_contract(model: onnx.ModelProto, contract: Preprocessing) -> onnx.ModelProto:
-    """Record ``contract`` in ``model.metadata_props`` (replacing an older record); returns ``model``."""
-    kept = [p for p in model.metadata_props if not p.key.startswith(KEY_PREFIX)]
+    """Record ``contract`` in ``model.metadata_props`` (replacing an older record, keeping other records); returns
+    ``model``."""
+    fields = {KEY_PREFIX + f.name for f in dataclasses.fields(Preprocessing)}
+    kept = [p for p in model.metadata_props if p.key not in fields]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     for key, value in contract.as_dict().items():
@@ -127,7 +129,9 @@ def write_onnx_contract(model: onnx.ModelProto, contract: Preprocessing) -> onnx
 
 def onnx_contract(model: onnx.ModelProto) -> Optional[Preprocessing]:
     """The contract recorded in ``model`` (None for a file made elsewhere, or before files carried one)."""
-    values = {p.key[len(KEY_PREFIX):]: json.loads(p.value) for p in model.metadata_props if p.key.startswith(KEY_PREFIX)}
+    fields = {f.name for f in dataclasses.fields(Preprocessing)}
+    values = {p.key[len(KEY_PREFIX):]: json.loads(p.value) for p in model.metadata_props
+              if p.key.startswith(KEY_PREFIX) and p.key[len(KEY_PREFIX):] in fields}
     return Preprocessing.from_dict(values) if values else None
 
 

@@ -113,7 +113,8 @@ def check_precision(precision: str) -> None:
 def save_checked(graph: onnx.ModelProto, path: str, model: nn.Module, contract: Preprocessing,
                  precision: str = "fp32", keep_fp32_ops: Sequence[str] = (), tolerance: Optional[float] = None,
                  val_loader: Optional[Iterable] = None, min_top1_agreement: Optional[float] = None,
-                 verify: Optional[Callable[[str], Dict[str, Any]]] = None) -> Dict[str, Any]:
+                 verify: Optional[Callable[[str], Dict[str, Any]]] = None,
+                 finish: Optional[Callable[[onnx.ModelProto], onnx.ModelProto]] = None) -> Dict[str, Any]:
     """Write an exported FP32 graph (converted to FP16/BF16 first for those precisions) to ``path`` once it passes the checks.
 
     Args:
@@ -130,6 +131,8 @@ def save_checked(graph: onnx.ModelProto, path: str, model: nn.Module, contract: 
         verify: the check of the written file instead of :func:`onnx_tools.verify.verify_onnx` (its temporary path
             in, the checks out; it raises ``ExportCheckError``): quantized graphs bring their own
             (quant/export_check.py).
+        finish: edits the graph once it is in its precision, before it is checked (the block formats' nodes,
+            quant/block_formats.py).
 
     Returns:
         report dict: path, precision, opset, nodes, shape_ops, ops (count per op type), io (dims),
@@ -151,6 +154,8 @@ def save_checked(graph: onnx.ModelProto, path: str, model: nn.Module, contract: 
         start = time.perf_counter()
         graph = convert_to_fp16(graph, keep_fp32_ops, precision)
         seconds[precision] = time.perf_counter() - start
+    if finish is not None:
+        graph = finish(graph)
     write_onnx_contract(graph, contract)
     input_shape = tuple(contract.input_size)
     with atomic_path(path, graph.ByteSize()) as tmp:

@@ -38,10 +38,13 @@ from onnx import TensorProto, helper, version_converter
 from yacs.config import CfgNode
 
 from swin_trt.contract import Preprocessing, config_input_shape
+from swin_trt.errors import UserError
 from swin_trt.files import require_parent_dir, writing
 from swin_trt.onnx_tools.export import check_precision, export_onnx, save_checked
 from swin_trt.onnx_tools.graph import lean_graph
 from swin_trt.onnx_tools.qdq_propagation import propagate_qdq
+from swin_trt.quant.block_formats import block_linears, block_quantizers_off, insert_block_nodes, write_quant_record
+from swin_trt.quant.block_check import verify_block_graph
 from swin_trt.quant.export_check import DEQUANTIZE_OPS, QUANTIZE_OPS, check_batches, verify_quantized
 
 _LOG = logging.getLogger("swin")
@@ -101,7 +104,7 @@ def qdq_graph(model: nn.Module, path: str, config: CfgNode, fmt: str, batch_size
     input_shape = config_input_shape(config)
     folder = os.path.dirname(os.path.abspath(path))
     raw = os.path.join(folder, f".{os.path.basename(path)}.raw")
-    with writing(path):
+    with writing(path), block_quantizers_off(model):  # MXFP8/NVFP4 nodes are added to the FP16 graph later
         try:
             graph = lean_graph(export_onnx(model, raw, img_size=input_shape[1], batch_size=batch_size,
                                            dynamic_batch=dynamic_batch, opset=config.ONNX.OPSET, in_chans=input_shape[0]))
@@ -145,13 +148,21 @@ def export_quantized(model: nn.Module, path: str, config: CfgNode, fmt: str, che
     require_parent_dir(path)
     graph = qdq_graph(model, path, config, fmt, batch_size, dynamic_batch)
     batches = check_batches(check_images, config.QUANT.CHECK_IMAGES)
+    linears = block_linears(model)
 
     def verify(tmp: str) -> Dict[str, Any]:
+        if linears:  # ONNX Runtime cannot run the block formats' nodes: the CPU reference of quant/block_check.py
+            return verify_block_graph(tmp, model, linears, batches, label=path)
         return verify_quantized(tmp, model, batches, config.QUANT.CHECK_STEPS, config.QUANT.CHECK_FP16_FACTOR,
                                 val_loader, label=path)
 
+    if linears and high_precision != "fp16":
+        raise UserError(f"MXFP8 and NVFP4 graphs are FP16 between their nodes (as TensorRT takes them): pass "
+                        f"--high-precision fp16, not {high_precision}.")
     report = save_checked(graph, path, model, Preprocessing.from_config(config), high_precision,
-                          config.ONNX.FP16_KEEP_FP32_OPS, verify=verify)
+                          config.ONNX.FP16_KEEP_FP32_OPS, verify=verify,
+                          finish=(lambda g: write_quant_record(insert_block_nodes(g, linears), linears)) if linears
+                          else None)
     report.update(format=fmt, high_precision=high_precision, qdq=qdq_coverage(onnx.load(path)))
     return report
 

@@ -85,8 +85,9 @@ def _dequantizers_after(node: onnx.NodeProto, consumers: Dict[str, List[onnx.Nod
     return found
 
 
-def check_structure(graph: onnx.ModelProto, model: nn.Module, label: str) -> Dict[str, int]:
-    """Part 1 of the module docstring; returns ``{"quantizers": n, "pairs": n}``.
+def check_structure(graph: onnx.ModelProto, model: nn.Module, label: str, skip: Iterable[str] = ()) -> Dict[str, int]:
+    """Part 1 of the module docstring; returns ``{"quantizers": n, "pairs": n}`` (the quantizers named in ``skip``, the
+    block formats' that quant/block_check.py checks, aside).
 
     Raises:
         ExportCheckError: a quantizer of the model has no pair in the graph, or a pair has another scale.
@@ -97,7 +98,7 @@ def check_structure(graph: onnx.ModelProto, model: nn.Module, label: str) -> Dic
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     quantize_nodes = [n for n in graph.graph.node if n.op_type in QUANTIZE_OPS]
-    quantizers = quantizer_modules(model)
+    quantizers = {n: q for n, q in quantizer_modules(model).items() if n not in set(skip)}
     pairs = 0
     for name, quantizer in quantizers.items():
         mine = [n for n in quantize_nodes if _scope(n.name).startswith(f".{name}.")]

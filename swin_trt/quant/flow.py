@@ -33,7 +33,7 @@ from swin_trt.quant.export_check import check_batches
 from swin_trt.quant.finetune import QATFineTuner
 from swin_trt.quant.placement import format_placement, placement_table
 from swin_trt.quant.sensitivity import active_quantizers, sensitivity, sites_by_layer, sites_by_row
-from swin_trt.quant.quantize import check_quant_options
+from swin_trt.quant.quantize import check_quant_options, quantized_formats, require_cuda_for
 from swin_trt.tables import format_table
 from swin_trt.training.checkpoints import checkpoint_bytes
 from swin_trt.validation import check_args, check_config, require_dataset, require_modelopt_onnx
@@ -46,6 +46,7 @@ def make_config(args: argparse.Namespace) -> CfgNode:
                           DATA__DATA_PATH=args.data_path, DATA__NUM_WORKERS=args.num_workers,
                           MODEL__RESUME=args.resume, QUANT__FORMAT=args.format, QUANT__CALIB_METHOD=args.calib_method,
                           QUANT__HIGH_PRECISION=args.high_precision, QUANT__EFFECTIVE_BITS=args.effective_bits,
+                          QUANT__AUTO_FORMATS=args.auto_formats,
                           QUANT__NUM_CALIB_BATCH=args.num_calib_batch,
                           QUANT__FINETUNE_EPOCHS=0 if args.ptq_only else args.num_finetune_epochs,
                           AMP_ENABLE=args.amp, SEED=args.seed, **cli.onnx_batch_overrides(args))
@@ -54,7 +55,7 @@ def make_config(args: argparse.Namespace) -> CfgNode:
 def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
     """Every number and input file of the run, before any work (each mistake is one :class:`UserError`)."""
     check_args(args, {"batch_size": 1, "num_workers": 0, "num_calib_batch": 1, "num_finetune_epochs": 0, "batch_size_onnx": 1,
-                      "effective_bits": (8, 16)})
+                      "effective_bits": (4, 16)})
     check_config(config, args.cfg)
     if not config.MODEL.RESUME:
         raise UserError("no --resume given: pass a trained checkpoint (with --quantize) or a *_qat.pth / *_ptq.pth "
@@ -64,6 +65,11 @@ def check_inputs(args: argparse.Namespace, config: CfgNode) -> None:
         raise UserError("no --data-path given: pass the folder that holds train/ and val/ (e.g. datasets/digits).")
     require_dataset(config.DATA.DATA_PATH, ["train", "val"])
     placement_table(config.MODEL.TYPE)
+    check_quant_options(config.QUANT.FORMAT, config.QUANT.CALIB_METHOD, list(config.QUANT.AUTO_FORMATS))
+    if args.device == "cpu":
+        require_cuda_for(quantized_formats(config), device_is_cpu=True)
+    else:
+        require_cuda_for(quantized_formats(config))
     check_precision(config.QUANT.HIGH_PRECISION)
     if config.QUANT.HIGH_PRECISION != "fp32":  # found at export, it would cost the whole calibration and QAT
         require_modelopt_onnx(f"the {config.QUANT.HIGH_PRECISION.upper()}-based Q/DQ export (ModelOpt AutoCast)")
@@ -313,7 +319,7 @@ def run_quant_session(config: CfgNode, options: FlowOptions, device_arg: str = "
         logger.info("%s: quantization flow on %s, %d process(es)", config.MODEL.NAME, device, world_size)
         random_seed(config.SEED, rank)  # QAT's shuffle and augmentation, as main.py's training
         logger.info("quantizer placement (QUANT.DISABLED=%s):\n%s", list(config.QUANT.DISABLED),
-                    format_placement(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE)))
+                    format_placement(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE), config.QUANT.FORMAT))
         work = run_sensitivity if options.sensitivity else run_flow
         return work(config, options, device, rank, world_size, logger), rank
     finally:

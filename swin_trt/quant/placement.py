@@ -154,9 +154,26 @@ def enabled_sites(disabled: Iterable[str] = (), table: Sequence[QuantSite] = PLA
     return [s for s in table if s.enabled and s.name not in off and s.group not in off]
 
 
-def format_placement(disabled: Iterable[str] = (), table: Sequence[QuantSite] = PLACEMENT) -> str:
-    """The table as text, one row per site with its state, for logs and ``--show-placement``."""
+# the rows whose tensors are a Linear GEMM's input or weight: the ones Blackwell's block formats take
+GEMM_GROUPS = ("qkv", "proj", "fc1", "fc2", "reduction", "head")
+BLOCK_FORMATS = ("mxfp8", "nvfp4")
+
+
+def site_format(site: QuantSite, fmt: str) -> str:
+    """The format a row is quantized in under ``fmt``: a block format takes the GEMM rows, the others stay FP8 per
+    tensor (quant/quantize.py says why); every other format is the row's."""
+    if fmt in BLOCK_FORMATS:
+        return fmt if site.group in GEMM_GROUPS else "fp8"
+    return fmt
+
+
+def format_placement(disabled: Iterable[str] = (), table: Sequence[QuantSite] = PLACEMENT, fmt: str = "") -> str:
+    """The table as text, one row per site with its state (and, given ``fmt``, the format it takes), for logs and
+    ``--show-placement``."""
     on = {s.name for s in enabled_sites(disabled, table)}
     width = max(len(s.name) for s in table)
-    return "\n".join(f"{s.name:<{width}}  {'on ' if s.name in on else 'off'}  {s.tensor:<10}  {s.quantizer:<40}  {s.reason}"
-                     for s in table)
+
+    def state(s: QuantSite) -> str:
+        return f"{site_format(s, fmt) if s.name in on else 'off':<5}" if fmt else ("on " if s.name in on else "off")
+
+    return "\n".join(f"{s.name:<{width}}  {state(s)}  {s.tensor:<10}  {s.quantizer:<40}  {s.reason}" for s in table)

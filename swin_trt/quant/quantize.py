@@ -11,6 +11,15 @@ rebuild them when a quantized checkpoint is loaded.
 
 The ModelOpt config starts with every quantizer off and switches on exactly
 the rows of :data:`quant.placement.PLACEMENT` left on by ``QUANT.DISABLED``.
+
+Blackwell's block formats (``mxfp8``, ``nvfp4``) take ModelOpt's own presets (``MXFP8_DEFAULT_CFG``: E4M3 values with
+one E8M0 scale per 32; ``NVFP4_DEFAULT_CFG``: E2M1 values with one E4M3 scale per 16 and a calibrated FP32 scale per
+tensor) on the inputs and weights of the Linear GEMMs, whose quantize TensorRT fuses into the GEMM. What cannot take
+them stays in the format Hopper and Blackwell both run, FP8 E4M3 per tensor (:func:`quantizer_attributes`): the two
+attention matmuls, whose inputs are rank 4 (TensorRT's dynamic block quantize takes rank 2 and 3 only), the residual
+shortcuts (they are stored, not fed to a GEMM), and a Linear whose input width is not a whole number of blocks (the
+micro models' 48-wide first stage under MXFP8). The patch-embedding convolution stays in high precision as in every
+format (TensorRT has no FP4 convolution). ModelOpt runs these block quantizers on CUDA only.
 """
 from __future__ import annotations
 
@@ -27,11 +36,17 @@ from swin_trt.errors import UserError
 from swin_trt.logs import third_party_output
 from swin_trt.models.swin_transformer import SwinTransformerBlock, WindowAttention
 from swin_trt.models.swin_transformer_v2 import SwinTransformerV2Block, WindowAttentionV2
-from swin_trt.quant.placement import WEIGHT, QuantSite, enabled_sites, placement_table
+from swin_trt.quant.placement import (ACTIVATION, BLOCK_FORMATS, WEIGHT, QuantSite, enabled_sites, placement_table,
+                                     site_format)
 
 _LOG = logging.getLogger("swin")
-FORMATS = ("int8", "fp8", "auto")
+FORMATS = ("int8", "fp8") + BLOCK_FORMATS + ("auto",)
 CALIB_METHODS = ("max", "histogram", "percentile")
+PRESETS = {"mxfp8": "MXFP8_DEFAULT_CFG", "nvfp4": "NVFP4_DEFAULT_CFG"}  # ModelOpt's numerics for the block formats
+FP8_PER_TENSOR = {"num_bits": (4, 3), "axis": None}
+NOT_ON_A_CPU = ("{fmt} is quantized on an NVIDIA GPU (ModelOpt's block quantizers run on CUDA only, and this run has "
+                "no CUDA GPU): run swin_quant_flow.py on one; the ONNX file it writes builds anywhere (TensorRT-RTX on "
+                "a CPU, TensorRT 10.11 or later on any GPU) and runs on Blackwell.")
 
 
 class QuantWindowAttention(QuantModule):
@@ -64,16 +79,46 @@ def register_quant_modules() -> None:
             mtq.register(original_cls=original, quantized_cls=quantized)
 
 
-def check_quant_options(fmt: str, calib_method: str) -> None:
+def check_quant_options(fmt: str, calib_method: str, auto_formats: Optional[List[str]] = None) -> None:
     """Raise a :class:`UserError` for an unknown format or calibration method, or a pair that does not go together."""
     if fmt not in FORMATS:
         raise UserError(f"quantization format {fmt!r} is not known: use one of {', '.join(FORMATS)} (--format).")
+    unknown = [f for f in auto_formats or () if f not in FORMATS or f == "auto"]
+    if unknown:
+        raise UserError(f"QUANT.AUTO_FORMATS names {', '.join(map(repr, unknown))}: use some of "
+                        f"{', '.join(f for f in FORMATS if f != 'auto')} (--auto-formats).")
     if calib_method not in CALIB_METHODS:
         raise UserError(f"calibration method {calib_method!r} is not known: "
                         f"use one of {', '.join(CALIB_METHODS)} (--calib-method).")
-    if fmt == "fp8" and calib_method != "max":
-        raise UserError("FP8 is calibrated with max only (E4M3 keeps outliers without clipping): "
+    if fmt in ("fp8",) + BLOCK_FORMATS and calib_method != "max":
+        raise UserError(f"{fmt.upper()} is calibrated with max only (its exponent keeps outliers without clipping): "
                         f"pass --calib-method max, not {calib_method}.")
+
+
+def quantized_formats(config: CfgNode) -> List[str]:
+    """The formats a run of ``config`` may quantize to: QUANT.FORMAT, or for auto QUANT.AUTO_FORMATS."""
+    return list(config.QUANT.AUTO_FORMATS) if config.QUANT.FORMAT == "auto" else [config.QUANT.FORMAT]
+
+
+def require_cuda_for(formats, device_is_cpu: bool = False) -> None:
+    """Raise a :class:`UserError` when a block format is asked for and no CUDA GPU is visible (or ``--device cpu``)."""
+    import torch
+
+    blocks = [f for f in formats if f in BLOCK_FORMATS]
+    if blocks and (device_is_cpu or not torch.cuda.is_available()):
+        raise UserError(NOT_ON_A_CPU.format(fmt=" and ".join(f.upper() for f in blocks)))
+
+
+def preset_attributes(fmt: str, tensor: str) -> Dict[str, Any]:
+    """ModelOpt's own attributes of ``fmt`` (:data:`PRESETS`) for a Linear's ``weight`` or ``activation`` quantizer."""
+    wanted = "*weight_quantizer" if tensor == WEIGHT else "*input_quantizer"
+    entry = next(e for e in getattr(mtq, PRESETS[fmt])["quant_cfg"] if e.get("quantizer_name") == wanted)
+    return dict(entry["cfg"])
+
+
+def block_size(fmt: str) -> int:
+    """Values per scale of a block format along the GEMM's reduction (last) axis: 32 (MXFP8), 16 (NVFP4)."""
+    return int(preset_attributes(fmt, ACTIVATION)["block_sizes"][-1])
 
 
 def quantizer_attributes(site: QuantSite, fmt: str, calib_method: str) -> Dict[str, Any]:
@@ -81,11 +126,14 @@ def quantizer_attributes(site: QuantSite, fmt: str, calib_method: str) -> Dict[s
 
     INT8: weights per output channel (axis 0 of the (out, in) weight), activations
     per tensor. FP8 (E4M3): per tensor for both, the only form ModelOpt exports
-    to ONNX. Weights are always calibrated with max; activations with a
+    to ONNX. MXFP8 and NVFP4: ModelOpt's presets on the GEMM rows, FP8 per tensor on
+    the others (module docstring). Weights are always calibrated with max; activations with a
     histogram when ``calib_method`` is ``histogram`` or ``percentile``.
     """
+    if fmt in BLOCK_FORMATS:  # the GEMM rows take the preset; the rest stays FP8 per tensor (module docstring)
+        return preset_attributes(fmt, site.tensor) if site_format(site, fmt) == fmt else dict(FP8_PER_TENSOR)
     if fmt == "fp8":
-        attributes: Dict[str, Any] = {"num_bits": (4, 3), "axis": None}
+        attributes: Dict[str, Any] = dict(FP8_PER_TENSOR)
     else:
         attributes = {"num_bits": 8, "axis": 0 if site.tensor == WEIGHT else None}
     if site.tensor != WEIGHT and calib_method != "max":
@@ -132,8 +180,32 @@ def quantize_model(model: nn.Module, config: CfgNode, forward_loop: Optional[Cal
         raise UserError("the model already holds quantizers: quantize a model with plain weights.")
     check_keep_patterns(model, config.QUANT.KEEP_HIGH_PRECISION)
     register_quant_modules()
+    quant_config = build_quant_config(config, site_entries)
+    quant_config["quant_cfg"] += whole_block_entries(model, quant_config["quant_cfg"])  # later entries win
     with third_party_output("modelopt"):
-        return mtq.quantize(model, build_quant_config(config, site_entries), forward_loop)
+        return mtq.quantize(model, quant_config, forward_loop)
+
+
+def whole_block_entries(model: nn.Module, entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """FP8-per-tensor entries for every Linear that a block format would reach but whose input width is not a whole
+    number of its blocks (TensorRT's dynamic block quantize needs whole blocks along the GEMM's reduction axis)."""
+    fixes = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        for part in ("input", "weight"):
+            quantizer = f"{name}.{part}_quantizer"
+            last = next((e for e in reversed(entries) if fnmatch.fnmatchcase(quantizer, e["quantizer_name"])), None)
+            if last is None or last.get("enable") is False:  # off (a kept module, a disabled row): left off
+                continue
+            blocks = (last.get("cfg") or {}).get("block_sizes") or {}
+            size = blocks.get(-1) or blocks.get("-1")
+            if size and module.in_features % int(size):
+                fixes.append({"quantizer_name": quantizer, "cfg": dict(FP8_PER_TENSOR)})
+    if fixes:
+        _LOG.info("%d quantizers of Linears whose input width is not a whole number of blocks stay FP8 per tensor",
+                  len(fixes))
+    return fixes
 
 
 def check_keep_patterns(model: nn.Module, patterns: List[str]) -> None:

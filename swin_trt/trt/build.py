@@ -10,13 +10,14 @@ from typing import Any, Dict, Optional, Sequence
 import onnx
 
 from swin_trt.contract import onnx_contract
+from swin_trt.quant.block_formats import quant_record
 from swin_trt.errors import UserError
 from swin_trt.files import atomic_path, require_file, require_parent_dir
 from swin_trt.trt.backend import cuda_device_summary, dtype_name, load_backend
 from swin_trt.trt.engine_builder import BatchProfile, EngineBuilder
 from swin_trt.trt.metadata import file_sha256, write_metadata
 from swin_trt.trt.network_plan import precision_plan
-from swin_trt.trt.onnx_precision import check_mode, graph_precision
+from swin_trt.trt.onnx_precision import BLOCK_MODES, check_mode, graph_precision
 
 _LOG = logging.getLogger("swin")
 
@@ -58,6 +59,32 @@ def resolve_profile(onnx_batch: Optional[int], batch_size: Optional[int] = None,
     return profile
 
 
+def require_block_gpu(record: Dict[str, str], source: str, what: str) -> None:
+    """Raise a :class:`UserError` when this machine's GPU is older than the block formats ``record`` names need (on a
+    machine without a GPU, TensorRT-RTX builds ahead of time for its targets: nothing to refuse)."""
+    gpu = cuda_device_summary()
+    if not record or gpu is None:
+        return
+    need = tuple(int(v) for v in record["min_compute_capability"].split("."))
+    have = tuple(int(v) for v in gpu["compute_capability"].split("."))
+    if have < need:
+        raise UserError(f"{source} holds {record['format'].upper()}, which TensorRT runs from compute capability "
+                        f"{record['min_compute_capability']} (Blackwell); this GPU, {gpu['name']}, has "
+                        f"{gpu['compute_capability']}: the engine cannot be {what} here: use a Blackwell GPU, or the "
+                        "FP8 or INT8 graph on this one.")
+
+
+def check_block_graph(onnx_file: str) -> None:
+    """The structure check of quant/block_check.py before the builder sees the graph (one sentence if it fails)."""
+    from swin_trt.onnx_tools.verify import ExportCheckError
+    from swin_trt.quant.block_check import check_block_structure
+
+    try:
+        check_block_structure(onnx.load(onnx_file), f"ONNX {onnx_file}")
+    except ExportCheckError as err:
+        raise UserError(f"{err} Export it again with swin_quant_flow.py; the builder was not run.") from None
+
+
 def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_size: Optional[int] = None,
                  min_batch: Optional[int] = None, opt_batch: Optional[int] = None, max_batch: Optional[int] = None,
                  workspace_mib: int = 4096, timing_cache: Optional[str] = None, optimization_level: int = 3,
@@ -91,6 +118,10 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
     header = onnx.load(onnx_file, load_external_data=False)
     precision = graph_precision(header)
     convert = check_mode(mode, precision, onnx_file)
+    record = quant_record(header)
+    if mode in BLOCK_MODES:
+        require_block_gpu(record, onnx_file, "built")
+        check_block_graph(onnx_file)
     profile = resolve_profile(precision.batch, batch_size, min_batch, opt_batch, max_batch, default_profile, onnx_file)
     model = None
     if fp16_keep_fp32_ops is None:
@@ -129,6 +160,7 @@ def build_engine(onnx_file: str, engine_file: str, mode: str = "fp32", batch_siz
         "graph_precision": precision.summary(), "profile": profile.as_dict(), "shapes": shapes,
         "inputs": inputs, "outputs": outputs, "output_shapes": output_shapes, "backend": trt_backend.name, "module": trt_backend.module_name,
         "version": trt_backend.version, "gpu": cuda_device_summary(), "build_targets": builder.build_targets(),
+        "quant_record": record or None,  # block formats and the compute capability they need (quant/block_formats.py)
         "strongly_typed": True, "tf32": builder.tf32, "require_user_allocation": builder.require_user_allocation,
         "precision_summary": summary,
         # the images the engine takes, copied from the ONNX file (None for a file made elsewhere): swin_trt/contract.py

@@ -9,15 +9,17 @@ default, so every shape is static) and reports:
 - activation bytes per image by data type, counted as TensorRT stores them
   once its Q/DQ fusions are made: outputs of constants and of what is
   computed from constants only (weights and their Q/DQ) are not counted, nor
-  DequantizeLinear outputs (fused into their consumer), nor tensors consumed
-  only by QuantizeLinear (fused into their producer: the INT8/FP8 tensor is
-  what is stored), nor shape tensors;
+  DequantizeLinear outputs (fused into their consumer, also through the cast
+  to FP16 that follows an NVFP4 dequantize), nor tensors consumed only by
+  QuantizeLinear or a dynamic block quantize (fused into their producer: the
+  INT8/FP8/FP4 tensor and its block scales are what is stored), nor shape tensors;
 - "FP32 compute layers": layers other than normalization, softmax, reduce,
   cast, Q/DQ, constant, shape and identity that store a FLOAT output (a
   FLOAT output fused into a QuantizeLinear is stored as INT8/FP8);
 - every matrix multiply and convolution with the precision of its inputs
   (:func:`gemm_rows`), tracing each input back through data-movement layers to
-  a DequantizeLinear or a constant.
+  a DequantizeLinear or a constant: INT8, FP8, and for Blackwell's block formats
+  MXFP8 (E4M3 values dequantized by E8M0 block scales) and NVFP4 (FP4 values).
 
 This is a plan of what an engine stores, not a measurement of one: a real
 build also fuses pointwise layers, which removes some of the counted tensors
@@ -44,6 +46,8 @@ DTYPE_BYTES = {"FLOAT": 4, "HALF": 2, "BF16": 2, "INT8": 1, "UINT8": 1, "FP8": 1
 NOT_COMPUTE = {"NORMALIZATION", "SOFTMAX", "REDUCE", "CAST", "QUANTIZE", "DEQUANTIZE", "CONSTANT", "SHAPE", "IDENTITY"}
 # layers that only move or retype data: a Q/DQ pair seen through them still feeds the GEMM
 TRANSPARENT = {"SHUFFLE", "SLICE", "IDENTITY", "SQUEEZE", "UNSQUEEZE", "GATHER", "CAST"}
+QUANTIZERS = {"QUANTIZE", "DYNAMIC_QUANTIZE"}  # a tensor only these read is stored in their (quantized) type
+BLOCK_NAMES = {"FP4": "NVFP4"}  # the GEMM precision a block dequantize's values give
 GEMM_KINDS = {"MATRIX_MULTIPLY": "matmul", "CONVOLUTION": "conv"}
 _MAX_HOPS = 8
 
@@ -111,11 +115,19 @@ def tensor_bytes(tensor) -> Optional[float]:
     return count * DTYPE_BYTES.get(dtype_name(tensor.dtype), 4)
 
 
+def _casts_of_dequantize(layers: Sequence[Any]) -> set:
+    """Names of the CAST layers that only retype a DEQUANTIZE's output (NVFP4's cast to FP16): fused with it."""
+    dequantized = {t.name for layer in layers if layer.type.name == "DEQUANTIZE" for t in _outputs(layer)}
+    return {layer.name for layer in layers if layer.type.name == "CAST" and _inputs(layer)
+            and _inputs(layer)[0].name in dequantized}
+
+
 def plan_layers(network) -> List[Dict[str, Any]]:
     """One row per layer: ``layer``, ``type``, ``outputs`` (dtype names), ``constant``, ``fp32_compute``,
     ``stored_bytes`` (counted per the module's rules) and ``stored_dtypes``."""
     layers = _layers(network)
     constants = constant_layers(layers)
+    dequantized = _casts_of_dequantize(layers)
     consumers: Dict[str, List[str]] = collections.defaultdict(list)
     for layer in layers:
         for tensor in _inputs(layer):
@@ -126,10 +138,10 @@ def plan_layers(network) -> List[Dict[str, Any]]:
         outputs = _outputs(layer)
         constant = layer.name in constants
         stored: Dict[str, float] = collections.Counter()
-        if not constant and kind != "DEQUANTIZE":
+        if not constant and kind != "DEQUANTIZE" and not (kind == "CAST" and layer.name in dequantized):
             for tensor in outputs:
                 users = consumers.get(tensor.name, [])
-                if tensor.is_shape_tensor or (users and all(u == "QUANTIZE" for u in users)):
+                if tensor.is_shape_tensor or (users and all(u in QUANTIZERS for u in users)):
                     continue
                 size = tensor_bytes(tensor)
                 if size is None:
@@ -161,7 +173,9 @@ def trace_input(tensor, producers: Dict[str, Any]) -> Dict[str, Any]:
         kind = layer.type.name
         info["path"].append(kind)
         if kind == "DEQUANTIZE":
-            info["quantized"] = dtype_name(layer.get_input(0).dtype)
+            values = dtype_name(layer.get_input(0).dtype)
+            scale = dtype_name(layer.get_input(1).dtype) if layer.num_inputs > 1 and layer.get_input(1) is not None else ""
+            info["quantized"] = "MXFP8" if values == "FP8" and scale == "E8M0" else BLOCK_NAMES.get(values, values)
             source = producers.get(layer.get_input(0).name)
             while source is not None and source.type.name in TRANSPARENT | {"QUANTIZE"} and source.num_inputs:
                 source = producers.get(source.get_input(0).name)

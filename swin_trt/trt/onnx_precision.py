@@ -15,10 +15,13 @@ from onnx import TensorProto
 
 # custom ops the TensorRT ONNX parser reads as FP8 quantize / dequantize
 _FP8_CUSTOM_OPS = {"TRT_FP8QuantizeLinear", "TRT_FP8DequantizeLinear"}
+# Blackwell's block formats (quant/block_formats.py): their custom ops, and the FP4 values standard DQ reads
+_BLOCK_OPS = {"TRT_FP4DynamicQuantize": "nvfp4", "TRT_MXFP8DynamicQuantize": "mxfp8", "TRT_MXFP8DequantizeLinear": "mxfp8"}
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 _FORMAT_OF_TYPE = {TensorProto.INT8: "int8", TensorProto.UINT8: "uint8", TensorProto.FLOAT8E4M3FN: "fp8",
                    TensorProto.INT4: "int4", TensorProto.UINT4: "uint4"}
-MODES = ("fp32", "fp16", "int8", "fp8")
+MODES = ("fp32", "fp16", "int8", "fp8", "mxfp8", "nvfp4")
+BLOCK_MODES = ("mxfp8", "nvfp4")
 _LOW_FLOAT = {TensorProto.FLOAT16: "FP16", TensorProto.BFLOAT16: "BF16"}
 # ops that move data without changing it: a Q/DQ pair can sit on either side of them
 _DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Concat", "Identity"}
@@ -84,6 +87,16 @@ def _qdq_format(node: onnx.NodeProto, const_types: Dict[str, int], produced_by_q
     return "unknown"
 
 
+def _block_dequantize(node: onnx.NodeProto, const_types: Dict[str, int], producers: Dict[str, onnx.NodeProto]) -> bool:
+    """An NVFP4 DequantizeLinear: of FP4 values (a constant or a dynamic quantize's) or of their block scales."""
+    source = producers.get(node.input[0])
+    return const_types.get(node.input[0]) == TensorProto.FLOAT4E2M1 or (
+        source is not None and source.op_type == "TRT_FP4DynamicQuantize") or any(
+        const_types.get(node.input[0]) == TensorProto.FLOAT8E4M3FN and c.op_type == "DequantizeLinear"
+        and c.input[1] == node.output[0] and const_types.get(c.input[0]) == TensorProto.FLOAT4E2M1
+        for c in producers.values())
+
+
 def graph_precision(model: onnx.ModelProto) -> GraphPrecision:
     """Count Q/DQ nodes per format and look for FP16 tensors in ``model`` (top-level graph)."""
     graph = model.graph
@@ -93,6 +106,12 @@ def graph_precision(model: onnx.ModelProto) -> GraphPrecision:
     types = {i.type.tensor_type.elem_type for i in graph.input} | set(const_types.values())
     producers = {out: node for node in graph.node for out in node.output}
     for node in graph.node:
+        if node.op_type in _BLOCK_OPS:
+            qdq[_BLOCK_OPS[node.op_type]] += 1
+            continue
+        if node.op_type == "DequantizeLinear" and _block_dequantize(node, const_types, producers):
+            qdq["nvfp4"] += 1
+            continue
         if node.op_type in _QDQ_OPS or node.op_type in _FP8_CUSTOM_OPS:
             fmt = _qdq_format(node, const_types, produced_by_q, producers)
             qdq[fmt] += 1
@@ -126,12 +145,21 @@ def check_mode(mode: str, precision: GraphPrecision, onnx_file: str) -> bool:
                         "TensorRT needs symmetric int8; export it with an int8 zero point of 0.")
     if mode in ("fp32", "fp16") and formats:
         raise UserError(f"ONNX {onnx_file} has Q/DQ nodes ({precision.summary()}): build it with --mode "
-                        f"{'fp8' if formats == {'fp8'} else 'int8'}.")
+                        f"{graph_mode(precision)}.")
     if mode in ("fp32", "fp16") and "BF16" in precision.low_float:
         raise UserError(f"ONNX {onnx_file} holds BF16 tensors, which only quantized (Q/DQ) graphs may use here: "
                         "pass the FP32 ONNX written by export.py.")
     if mode == "fp32" and precision.has_fp16:
         raise UserError(f"ONNX {onnx_file} already holds FP16 tensors: build it with --mode fp16, or pass the FP32 ONNX.")
+    if mode in BLOCK_MODES:
+        if mode not in formats:
+            found = f"it has {precision.summary()}" if formats else "it has none"
+            raise UserError(f"--mode {mode} needs an ONNX with {mode.upper()} nodes, but {onnx_file} is not one "
+                            f"({found}): export it with swin_quant_flow.py --quantize --format {mode} on an NVIDIA GPU.")
+        return False
+    if mode in ("int8", "fp8") and formats & set(BLOCK_MODES):
+        raise UserError(f"ONNX {onnx_file} holds {' and '.join(f.upper() for f in sorted(formats & set(BLOCK_MODES)))} "
+                        f"nodes: build it with --mode {graph_mode(precision)}.")
     if mode in ("int8", "fp8"):
         if mode not in formats:
             found = f"it has {precision.summary()}" if formats else "it has none"
@@ -145,6 +173,9 @@ def check_mode(mode: str, precision: GraphPrecision, onnx_file: str) -> bool:
 def graph_mode(precision: GraphPrecision) -> str:
     """The ``--mode`` that builds the graph as it is: its Q/DQ format, else fp16 or fp32."""
     formats = set(precision.qdq)
+    for block in ("nvfp4", "mxfp8"):  # a block format's graph also holds FP8 pairs (quant/quantize.py)
+        if block in formats:
+            return block
     if formats:
         return "fp8" if formats == {"fp8"} else "int8"
     return "fp16" if precision.has_fp16 else "fp32"
