@@ -12,7 +12,6 @@ random weights (a warning says so).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -49,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = make_config(args)
     check_inputs(args, config)
     path = output_path(config, args.precision, args.output)
-    create_logger(output_dir=os.path.dirname(os.path.abspath(path)))  # log file beside the ONNX file (DEBUG included)
+    create_logger()
     try:
         with out_of_memory_guard(config.DATA.BATCH_SIZE):
             report = export_config_model(config, path, args.precision, check_on_val=bool(args.data_path))

@@ -173,3 +173,65 @@ def test_onnx_export_into_a_read_only_folder_is_one_sentence(read_only, micro_ch
     proc = read_only.run(["export.py", "--cfg", MICRO_CFG, "--resume", str(micro_checkpoint), "--output", str(target)])
     one_sentence(proc, target, read_only_what())
     assert read_only.entries() == []
+
+
+# --- long runs check their output folder before they start (issue 29) -------------------------------------------------
+
+def tiny_dataset(root: Path) -> Path:
+    """One image per class of two classes, train and val: enough for a run to start (and to show it never did)."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for label in ("0", "1"):
+            (root / split / label).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (int(label) * 200, 0, 0)).save(root / split / label / "a.png")
+    return root
+
+
+def preflight_refusal(proc: subprocess.CompletedProcess, path: Path) -> str:
+    """The one sentence of a run refused before it started: the first checkpoint named, its bytes and those free."""
+    last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert last.startswith(f"error: could not write {path}: it needs about "), last
+    assert "are free there; nothing was started: free space or choose a writable folder for it." in last, last
+    return last
+
+
+@pytest.fixture
+def really_full(full_disk) -> Disk:
+    if full_disk.file_size_limit is not None:
+        pytest.skip(reason="no tmpfs could be mounted here (not root): the up-front room check needs a filesystem "
+                           "that is really full")
+    return full_disk
+
+
+def test_training_onto_a_full_disk_stops_before_the_first_epoch(really_full, tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    out = really_full.folder / "out"
+    proc = really_full.run(["main.py", "--cfg", MICRO_CFG, "--data-path", str(data), "--output", str(out)])
+    last = preflight_refusal(proc, out / "swin_micro_digits" / "default" / "ckpt_epoch_0.pth")
+    assert "epoch 1/" not in proc.stdout and "calibrated" not in proc.stdout
+    assert int(last.split("it needs about ")[1].split(" bytes")[0].replace(",", "")) > 3 * 4 * 300_000  # weights + AdamW
+
+
+def test_quantization_onto_a_full_disk_stops_before_calibrating(really_full, micro_checkpoint, tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    proc = really_full.run(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(micro_checkpoint), "--data-path",
+                            str(data), "--quantize", "--output", str(really_full.folder / "q")])
+    preflight_refusal(proc, really_full.folder / "q" / "swin_micro_digits_int8_qat.pth")
+    assert "calibrated" not in proc.stdout and "fp32: Acc@1" not in proc.stdout
+
+
+def test_pipeline_onto_a_full_disk_runs_no_step(really_full, micro_checkpoint, tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    proc = really_full.run(["pipeline.py", "--resume", str(micro_checkpoint), "--data-path", str(data), "--weights",
+                            str(really_full.folder / "weights"), "--results", str(tmp_path / "results")])
+    preflight_refusal(proc, really_full.folder / "weights" / "swin_micro_digits_fp32.onnx")
+    assert "[1/" not in proc.stdout
+
+
+def test_recipes_benchmark_onto_a_full_disk_runs_no_recipe(really_full, micro_checkpoint, tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    proc = really_full.run(["benchmarks/quant_recipes.py", "--cfg", MICRO_CFG, "--resume", str(micro_checkpoint),
+                            "--data-path", str(data), "--work-dir", str(really_full.folder / "recipes")])
+    preflight_refusal(proc, really_full.folder / "recipes" / "recipe0" / "flow.json")
