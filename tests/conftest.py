@@ -21,7 +21,7 @@ TINY_CFG = str(REPO / "configs" / "swin_tiny_patch4_window7_224.yaml")
 
 
 # session fixtures that train, export or build (a minute or more between them): a test using one is in the slow tier
-SLOW_FIXTURES = {"trained_micro", "micro_onnx", "micro_int8_onnx", "micro_engines", "quant_flow", "tiny_onnx",
+SLOW_FIXTURES = {"trained_micro", "micro_onnx", "micro_int8_onnx", "micro_engines", "quant_flow", "tiny_onnx", "folder_pipeline",
                  "tiny_int8_onnx", "resumed_pipeline", "micro_fixed_batch"}
 
 
