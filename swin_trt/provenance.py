@@ -185,5 +185,5 @@ def format_provenance(info: Dict[str, Any]) -> str:
         rows.append(("config", f"{config['path']}{extra} (SHA-256 {config['sha256']})"))
     weights = info.get("checkpoint")
     if weights:
-        rows.append(("weights", describe_weights(weights)))
+        rows.append(("checkpoint", describe_weights(weights)))
     return "\n".join(["| | |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows])

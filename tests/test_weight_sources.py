@@ -258,7 +258,7 @@ def test_provenance_names_a_hub_source_with_its_revision_and_file_hashes(tmp_pat
     record = weights_record(str(folder))
     assert record["kind"] == "transformers" and record["weights"] == [
         {"path": str(folder / "model.safetensors"), "sha256": file_sha256(str(folder / "model.safetensors"))}]
-    line = next(row for row in format_provenance({"checkpoint": record}).splitlines() if row.startswith("| weights"))
+    line = next(row for row in format_provenance({"checkpoint": record}).splitlines() if row.startswith("| checkpoint"))
     assert str(folder) in line and "transformers folder" in line and record["weights"][0]["sha256"] in line
 
 
