@@ -1,16 +1,21 @@
 """Session fixtures shared by the test modules: the digits dataset and a trained micro model.
 
-Expensive artifacts are made once per session under pytest's temporary
+Expensive artifacts are made once per test run under pytest's temporary
 folder, by the project's own commands (``python make_digits.py``,
-``main.py``), so the tests exercise the same path a user does.
+``main.py``), so the tests exercise the same path a user does. With several
+pytest-xdist workers (``.ci/run`` uses two), the first worker that needs one
+builds it and the others wait for it and reuse it (:func:`built_once`).
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -30,6 +35,28 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@contextlib.contextmanager
+def built_once(tmp_path_factory, name: str) -> Iterator[Tuple[Path, bool]]:
+    """``(folder, build)``: the folder of an artifact many test files need, shared by every xdist worker of this
+    run; ``build`` is True for the one caller that must make it (under a file lock the others wait on)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder = root / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        done = folder / ".built"
+        if done.exists():
+            yield folder, False
+            return
+        if folder.exists():
+            shutil.rmtree(folder)  # a build that failed half-way
+        folder.mkdir(parents=True)
+        yield folder, True
+        done.touch()
 
 
 def command(path: str):
@@ -59,9 +86,10 @@ def run_cmd(args, check: bool = True, timeout: int = 900, env: dict | None = Non
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """The embedded digits dataset written by ``python make_digits.py``."""
-    out = tmp_path_factory.mktemp("data") / "digits"
-    run_cmd(["make_digits.py", "--output", str(out)])
-    return out
+    with built_once(tmp_path_factory, "digits") as (folder, build):
+        if build:
+            run_cmd(["make_digits.py", "--output", str(folder / "digits")])
+    return folder / "digits"
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +98,11 @@ def trained_micro(digits_dir, tmp_path_factory) -> dict:
 
     Returns ``{"checkpoint": Path, "metrics": dict, "output": Path, "data": Path}``.
     """
-    import json
-
-    out = tmp_path_factory.mktemp("train")
+    with built_once(tmp_path_factory, "trained_micro") as (out, build):
+        if build:
+            run_cmd(["main.py", "--cfg", MICRO_CFG, "--data-path", str(digits_dir), "--output", str(out),
+                     "--output-json", str(out / "metrics.json")])
     metrics = out / "metrics.json"
-    run_cmd(["main.py", "--cfg", MICRO_CFG, "--data-path", str(digits_dir), "--output", str(out),
-             "--output-json", str(metrics)])
     ckpt = out / "swin_micro_digits" / "default" / "ckpt_final.pth"
     return {"checkpoint": ckpt, "metrics": json.loads(metrics.read_text()), "output": out, "data": digits_dir}
 
@@ -178,17 +205,16 @@ def micro_onnx(trained_micro, tmp_path_factory) -> dict:
 
     Returns ``{"fp32": Path, "fp16": Path, "reports": {precision: export report}, "data": Path}``.
     """
-    import json
-
-    out = tmp_path_factory.mktemp("onnx_micro")
     files, reports = {}, {}
-    for precision in ("fp32", "fp16"):
-        files[precision] = out / f"swin_micro_digits_{precision}.onnx"
-        report = out / f"export_{precision}.json"
-        run_cmd(["export.py", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]), "--dynamic-batch",
-                 "--precision", precision, "--output", str(files[precision]), "--eval",
-                 "--data-path", str(trained_micro["data"]), "--output-json", str(report)])
-        reports[precision] = json.loads(report.read_text())
+    with built_once(tmp_path_factory, "micro_onnx") as (out, build):
+        for precision in ("fp32", "fp16"):
+            files[precision] = out / f"swin_micro_digits_{precision}.onnx"
+            report = out / f"export_{precision}.json"
+            if build:
+                run_cmd(["export.py", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]),
+                         "--dynamic-batch", "--precision", precision, "--output", str(files[precision]), "--eval",
+                         "--data-path", str(trained_micro["data"]), "--output-json", str(report)])
+            reports[precision] = json.loads(report.read_text())
     return {**files, "reports": reports, "data": trained_micro["data"]}
 
 
@@ -206,18 +232,20 @@ def tiny_onnx(tmp_path_factory) -> dict:
     from swin_trt.models import build_model
     from swin_trt.onnx_tools.export import export_checked, save_checked
 
-    torch.manual_seed(0)
-    config = get_config(TINY_CFG)
-    model = build_model(config).eval()
-    out = tmp_path_factory.mktemp("onnx_tiny")
-    files = {"fp32": out / "swin_tiny.onnx", "fp16": out / "swin_tiny_fp16.onnx"}
-    shape = Preprocessing.from_config(config)
-    reports = {"fp32": export_checked(model, str(files["fp32"]), shape, batch_size=1, dynamic_batch=True,
-                                      opset=config.ONNX.OPSET)}
-    # the FP16 file from the FP32 graph, as export.py --precision fp16 does, without exporting twice
-    reports["fp16"] = save_checked(onnx.load(str(files["fp32"])), str(files["fp16"]), model, shape, "fp16",
-                                   config.ONNX.FP16_KEEP_FP32_OPS)
-    return {**files, "reports": reports}
+    with built_once(tmp_path_factory, "tiny_onnx") as (out, build):
+        files = {"fp32": out / "swin_tiny.onnx", "fp16": out / "swin_tiny_fp16.onnx"}
+        if build:
+            torch.manual_seed(0)
+            config = get_config(TINY_CFG)
+            model = build_model(config).eval()
+            shape = Preprocessing.from_config(config)
+            reports = {"fp32": export_checked(model, str(files["fp32"]), shape, batch_size=1, dynamic_batch=True,
+                                              opset=config.ONNX.OPSET)}
+            # the FP16 file from the FP32 graph, as export.py --precision fp16 does, without exporting twice
+            reports["fp16"] = save_checked(onnx.load(str(files["fp32"])), str(files["fp16"]), model, shape, "fp16",
+                                           config.ONNX.FP16_KEEP_FP32_OPS)
+            (out / "reports.json").write_text(json.dumps(reports))
+    return {**files, "reports": json.loads((out / "reports.json").read_text())}
 
 
 # --- TensorRT engines (issue 5) --------------------------------------------------------------------------------------
@@ -254,13 +282,15 @@ def micro_int8_onnx(trained_micro, tmp_path_factory) -> Path:
     from swin_trt.quant.calibrate import build_calib_loader, calibrate
     from swin_trt.quant.export import export_quantized
 
-    config = get_config(MICRO_CFG, DATA__DATA_PATH=str(trained_micro["data"]))
-    model = build_model(config)
-    load_weights(model, str(trained_micro["checkpoint"]))
-    calibration_images = build_calib_loader(config, 4, 32)
-    calibrate(model, calibration_images, config, torch.device("cpu"))
-    path = tmp_path_factory.mktemp("int8_micro") / "swin_micro_digits_int8.onnx"
-    export_quantized(model, str(path), config, "int8", calibration_images, dynamic_batch=True)
+    with built_once(tmp_path_factory, "micro_int8_onnx") as (out, build):
+        path = out / "swin_micro_digits_int8.onnx"
+        if build:
+            config = get_config(MICRO_CFG, DATA__DATA_PATH=str(trained_micro["data"]))
+            model = build_model(config)
+            load_weights(model, str(trained_micro["checkpoint"]))
+            calibration_images = build_calib_loader(config, 4, 32)
+            calibrate(model, calibration_images, config, torch.device("cpu"))
+            export_quantized(model, str(path), config, "int8", calibration_images, dynamic_batch=True)
     return path
 
 
@@ -274,14 +304,16 @@ def tiny_int8_onnx(tmp_path_factory) -> Path:
     from swin_trt.quant.calibrate import calibrate
     from swin_trt.quant.export import export_quantized
 
-    config = get_config(TINY_CFG)
-    torch.manual_seed(0)
-    model = build_model(config)
-    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    calibration_images = [(images, torch.zeros(2, dtype=torch.long))]
-    calibrate(model, calibration_images, config, torch.device("cpu"))
-    path = tmp_path_factory.mktemp("int8_tiny") / "swin_tiny_int8.onnx"
-    export_quantized(model, str(path), config, "int8", calibration_images, dynamic_batch=True)
+    with built_once(tmp_path_factory, "tiny_int8_onnx") as (out, build):
+        path = out / "swin_tiny_int8.onnx"
+        if build:
+            config = get_config(TINY_CFG)
+            torch.manual_seed(0)
+            model = build_model(config)
+            images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+            calibration_images = [(images, torch.zeros(2, dtype=torch.long))]
+            calibrate(model, calibration_images, config, torch.device("cpu"))
+            export_quantized(model, str(path), config, "int8", calibration_images, dynamic_batch=True)
     return path
 
 
@@ -295,13 +327,14 @@ def micro_engines(micro_onnx, micro_int8_onnx, tmp_path_factory) -> dict:
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
     from swin_trt.trt.build import build_engine
 
-    out = tmp_path_factory.mktemp("engines_micro")
     sources = {"fp32": micro_onnx["fp32"], "fp16": micro_onnx["fp32"], "int8": micro_int8_onnx}
     engines = {}
-    for mode, onnx_file in sources.items():
-        engines[mode] = out / f"swin_micro_digits_{mode}.engine"
-        build_engine(str(onnx_file), str(engines[mode]), mode, min_batch=1, opt_batch=32, max_batch=64,
-                     save_fp16_onnx=str(out / "swin_micro_digits_fp16_converted.onnx") if mode == "fp16" else None)
+    with built_once(tmp_path_factory, "micro_engines") as (out, build):
+        for mode, onnx_file in sources.items():
+            engines[mode] = out / f"swin_micro_digits_{mode}.engine"
+            if build:
+                build_engine(str(onnx_file), str(engines[mode]), mode, min_batch=1, opt_batch=32, max_batch=64,
+                             save_fp16_onnx=str(out / "swin_micro_digits_fp16_converted.onnx") if mode == "fp16" else None)
     return {**engines, "fp16_onnx": out / "swin_micro_digits_fp16_converted.onnx", "onnx": sources,
             "data": micro_onnx["data"]}
 

@@ -197,7 +197,7 @@ def folder_pipeline(tmp_path_factory) -> dict:
     """pipeline.py --resume <transformers folder> --data-path DATA, no --cfg: a fine-tuned 5-class Swin-T-shaped
     model (transformers' SwinForImageClassification with Swin-T's widths, depths and heads, on 128-px images with
     4-token windows) and an image folder named by its classes, in the order of neither."""
-    from hub_folders import jpegs, transformers_folder
+    from benchmarks.hub_folders import jpegs, transformers_folder
 
     root = tmp_path_factory.mktemp("hf_pipeline")
     folder = transformers_folder(root / "swin-t-pets", "swin", names=PETS, image_size=128, embed_dim=96,

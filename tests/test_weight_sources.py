@@ -15,9 +15,9 @@ from swin_trt.errors import UserError
 from swin_trt.models import build_model, load_weights
 from swin_trt.models.weight_source import resolve, weights_config
 
+from benchmarks.hub_folders import (SMALL_TIMM, decoded, fill_hub_cache, folder_by_prediction, jpegs, listing,
+                                    timm_folder, transformers_folder)
 from conftest import MICRO_CFG, command, run_cmd
-from hub_folders import (SMALL_TIMM, decoded, fill_hub_cache, folder_by_prediction, jpegs, listing, timm_folder,
-                         transformers_folder)
 
 NAMES = ["tabby cat", "Golden Retriever", "sports_car", "tulip", "n04285008"]  # a fine-tuned head's own classes
 

@@ -160,11 +160,17 @@ def e4m3_round(x: np.ndarray) -> np.ndarray:
     return np.clip(x, -448.0, 448.0).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
 
 
+E4M3_SMALLEST = 2.0 ** -9  # the smallest positive E4M3 value: where a block scale stops shrinking
+
+
 def nvfp4_dynamic(x: np.ndarray, global_scale: float) -> np.ndarray:
     """NVFP4 dynamic quantize-dequantize of ``x`` (..., K) along its last axis: per 16 values an E4M3 scale of their
-    largest magnitude over 6, relative to the FP32 per-tensor scale, and E2M1 values."""
+    largest magnitude over 6 (at least the smallest E4M3 value), relative to the FP32 per-tensor scale, and E2M1
+    values."""
     blocks = x.reshape(*x.shape[:-1], -1, 16).astype(np.float32)
-    scale = e4m3_round(np.abs(blocks).max(axis=-1, keepdims=True) / 6.0 / global_scale) * global_scale
+    amax = np.abs(blocks).max(axis=-1, keepdims=True)
+    block_scale = np.maximum(e4m3_round(amax / (np.float32(6.0) * np.float32(global_scale))), E4M3_SMALLEST)
+    scale = np.where(amax == 0, 0.0, block_scale * np.float32(global_scale)).astype(np.float32)
     safe = np.where(scale == 0, 1.0, scale)
     return (fp4_round(blocks / safe) * scale).reshape(x.shape)
 
@@ -277,9 +283,13 @@ def model_references(model, images: Iterable, rows: int = 64) -> Dict[str, Dict[
     linears = block_linears(model)
     device = next(model.parameters()).device
     captured: Dict[str, Any] = {}
-    hooks = [module.register_forward_pre_hook(
-        lambda m, args, name=name: captured.setdefault(name, args[0].detach().reshape(-1, args[0].shape[-1])[:rows]))
-        for name, (_, module) in linears.items()]
+
+    def keep(name: str):
+        def hook(module, args) -> None:  # returns None: the forward goes on with its own input
+            captured.setdefault(name, args[0].detach().reshape(-1, args[0].shape[-1])[:rows])
+        return hook
+
+    hooks = [module.register_forward_pre_hook(keep(name)) for name, (_, module) in linears.items()]
     try:
         with torch.no_grad():
             batch = next(iter(images))[0].to(device)

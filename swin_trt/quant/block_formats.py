@@ -13,7 +13,8 @@ TensorRT itself (AutoCast types the custom ops through TensorRT's parser). So th
      ``amax / (6 * 448)`` of the calibrated input quantizer, a DequantizeLinear of the block scales by it, and a
      block DequantizeLinear (axis -1, block 16) of the FP4 values; a Cast to FP16 feeds the GEMM.
    - NVFP4 weight: FLOAT4E2M1 values with E4M3 block scales and an FP32 per-tensor scale, computed by ModelOpt's own
-     exporter functions, and the same two DequantizeLinear, then the transpose the MatMul takes and a Cast to FP16.
+     exporter functions from the module's FP32 weight (the graph's FP16 copy would move the scales), and the same two
+     DequantizeLinear, then the transpose the MatMul takes and a Cast to FP16.
    - MXFP8 input: ``trt::TRT_MXFP8DynamicQuantize`` (axis -1, block 32, E4M3 values, E8M0 scales) and
      ``trt::TRT_MXFP8DequantizeLinear`` to FP16.
    - MXFP8 weight: E4M3 values with E8M0 block scales (ModelOpt's functions) and ``TRT_MXFP8DequantizeLinear`` to FP16.
@@ -235,8 +236,12 @@ def insert_block_nodes(model: onnx.ModelProto, linears: Dict[str, Tuple[str, nn.
     for linear, (fmt, module) in linears.items():
         gemm = _gemm_of(model.graph, linear)
         prefix = "/" + re.sub(r"\.(?!\d)", "/", linear) + f"/{fmt}"
-        weight, made_it = g.weight_of(gemm)
+        graph_weight, made_it = g.weight_of(gemm)
         removed += made_it
+        # the model's FP32 weight, not the graph's FP16 copy: the fake quantizer's (and so the scales) are of FP32
+        weight = module.weight.detach().float().cpu().numpy()
+        if weight.shape != graph_weight.shape:
+            raise ValueError(f"the GEMM of {linear} reads a {graph_weight.shape} weight, the module has {weight.shape}")
         if fmt == "nvfp4":
             amax = float(module.input_quantizer.amax.detach().float().reshape(-1)[0])
             x, w = _nvfp4_input(g, gemm, prefix, amax), _nvfp4_weight(g, gemm, prefix, weight)

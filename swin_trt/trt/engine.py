@@ -218,6 +218,10 @@ class TRTEngine:
             backend = self.meta["backend"]
         self.backend: Backend = load_backend(backend)
         check_compatible(engine_file, self.meta, self.backend.name, self.backend.version, cuda_device_summary())
+        if (self.meta or {}).get("quant_record"):  # MXFP8/NVFP4 run from Blackwell on: one sentence on an older GPU
+            from swin_trt.trt.build import require_block_gpu
+
+            require_block_gpu(self.meta["quant_record"], f"engine {engine_file}", "run")
         if cuda_graph and self.backend.is_rtx and not (self.meta or {}).get("require_user_allocation"):
             raise UserError(f"engine {engine_file} was not built with REQUIRE_USER_ALLOCATION, which TensorRT-RTX needs "
                             f"to record CUDA graphs: run without --cuda-graph, or {REBUILD}.")

@@ -1,6 +1,6 @@
 """Hub folders as transformers and timm write them (``save_pretrained``, ``timm.models.save_for_hf``), a Hugging Face
-cache filled by hand in its documented layout, and JPEGs of several sizes: what the weight-source tests read. Nothing
-is downloaded."""
+cache filled by hand in its documented layout, and JPEGs of several sizes: what benchmarks/hub_parity.py and the
+weight-source tests read. Nothing is downloaded."""
 from __future__ import annotations
 
 import io
