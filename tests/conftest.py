@@ -30,6 +30,17 @@ SLOW_FIXTURES = {"trained_micro", "micro_onnx", "micro_int8_onnx", "micro_engine
                  "tiny_int8_onnx", "resumed_pipeline", "micro_fixed_batch"}
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, each worker (and every command it runs) takes its share of the cores, not all of them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = threads  # inherited by the commands the tests run
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark ``slow`` every test that uses a slow fixture (``pytest -m "not slow"`` is the fast tier)."""
     for item in items:
