@@ -50,6 +50,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--output", default="output", help="training output root")
     p.add_argument("--weights", default="weights", help="folder for ONNX files and engines")
     p.add_argument("--results", default="results", help="folder for metrics and the report")
+    p.add_argument("--formats", nargs="+", choices=("int8", "fp8", "mxfp8", "nvfp4"),
+                   help="the quantized graphs to make (default: QUANT.FORMAT of the config, int8); mxfp8 and nvfp4 "
+                        "run only on an NVIDIA GPU, where ModelOpt's block quantizers run")
     p.add_argument("--force", nargs="+", default=[], metavar="STEP", help="rerun these steps even if up to date")
     p.add_argument("--dry-run", action="store_true", help="only say which steps would run, and why")
     args = p.parse_args(argv)

@@ -21,6 +21,7 @@ from swin_trt.config import get_config
 from swin_trt.errors import UserError
 from swin_trt.files import write_json
 from swin_trt.quant.paths import default_paths
+from swin_trt.quant.placement import BLOCK_FORMATS
 from swin_trt.trt.backend import load_backend, runtime_unavailable_reason
 from swin_trt.trt.metadata import file_sha256
 from swin_trt.validation import check_config
@@ -159,6 +160,18 @@ def tensorrt_builder_available() -> Optional[str]:
     return None
 
 
+ONNXRUNTIME_CANNOT = ("not run: ONNX Runtime cannot run MXFP8/NVFP4 nodes (the export checks the graph on the CPU "
+                      "against the fake-quantized model instead: quant/block_check.py)")
+
+
+def block_format_reason(fmt: str) -> str:
+    """Why a block format's steps cannot run here ("not run: ..."), or '' (not a block format, or a CUDA GPU)."""
+    if fmt in BLOCK_FORMATS and not torch.cuda.is_available():
+        return (f"not run: {fmt.upper()} is quantized on an NVIDIA GPU (ModelOpt's block quantizers run on CUDA only); "
+                "run the pipeline with --formats on one")
+    return ""
+
+
 def weight_inputs(reference: str) -> List[str]:
     """The files a step's weights are fingerprinted by: a checkpoint file itself; a folder's (or a Hub snapshot's)
     config files and weight files."""
@@ -233,66 +246,76 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                        "--disable-amp", "--output", args.output, *bs,
                                        "--output-json", os.path.join(acc, "pytorch_fp32.json")],
                       [ckpt, val_data], [os.path.join(acc, "pytorch_fp32.json")], pytorch_nodes))
-    onnx = {p: os.path.join(weights, f"{name}_{p}.onnx") for p in ("fp32", "fp16", "int8")}
+    formats = list(getattr(args, "formats", None) or [config.QUANT.FORMAT])  # the quantized graphs to make
+    onnx = {p: os.path.join(weights, f"{name}_{p}.onnx") for p in ["fp32", "fp16"] + formats}
     for precision in ("fp32", "fp16"):
         steps.append(step(f"export {precision}", [PY, "export.py", *cfg, "--resume", ckpt, "--dynamic-batch",
                                                   "--precision", precision, "--output", onnx[precision]],
                           [ckpt], [onnx[precision]], export_nodes))
-    quant_metrics = os.path.join(results, "quant_metrics.json")  # the fake-quantized PTQ and QAT accuracy
-    steps.append(step("quantize (calibrate + QAT)", [PY, "swin_quant_flow.py", *cfg, "--resume", ckpt, "--data-path", data,
-                                                     "--quantize", "--dynamic-batch", "--output", weights, *bs,
-                                                     "--output-json", quant_metrics],
-                      [ckpt, train_data, val_data], [onnx["int8"], quant_metrics], quant_nodes))
+    quant_metrics = {}  # the fake-quantized PTQ and QAT accuracy of each format
+    for i, fmt in enumerate(formats):
+        quant_metrics[fmt] = os.path.join(results, "quant_metrics.json" if i == 0 else f"quant_metrics_{fmt}.json")
+        flag = [] if fmt == config.QUANT.FORMAT else ["--format", fmt]
+        steps.append(step("quantize (calibrate + QAT)" if i == 0 else f"quantize {fmt} (calibrate + QAT)",
+                          [PY, "swin_quant_flow.py", *cfg, "--resume", ckpt, "--data-path", data, "--quantize", *flag,
+                           "--dynamic-batch", "--output", weights, *bs, "--output-json", quant_metrics[fmt]],
+                          [ckpt, train_data, val_data], [onnx[fmt], quant_metrics[fmt]], quant_nodes,
+                          note=block_format_reason(fmt)))
     sensitivity = os.path.join(results, "sensitivity.json")  # each placement row's harm, for the report
     calibrated = default_paths(config, config.QUANT.FORMAT, weights)["ptq"]  # the quantize step's: reused when it fits
     steps.append(step("sensitivity by row", [PY, "swin_quant_flow.py", *cfg, "--resume", ckpt, "--data-path", data,
                                              "--sensitivity", "--calibrated", calibrated, *bs, "--output-json",
                                              sensitivity],
                       [ckpt, calibrated, train_data, val_data], [sensitivity], quant_nodes))
-    for precision in ("fp32", "fp16", "int8"):
+    precisions = ["fp32", "fp16"] + formats
+    for precision in precisions:
         out = os.path.join(acc, f"onnxrt_{precision}.json")
         steps.append(step(f"eval onnxrt {precision}", [PY, "trt/eval_onnxrt.py", *cfg, "--resume", onnx[precision],
                                                        "--data-path", data, *bs, "--output-json", out],
-                          [onnx[precision], val_data], [out], pytorch_nodes))
+                          [onnx[precision], val_data], [out], pytorch_nodes,
+                          note=ONNXRUNTIME_CANNOT if precision in BLOCK_FORMATS else ""))
     build_reason = tensorrt_builder_available()
     trt_reason = build_reason or tensorrt_runtime_available()
+    made = [onnx[p] for p in precisions if not (p in BLOCK_FORMATS and block_format_reason(p))]
     plans = os.path.join(results, "precision_plan.json")
-    steps.append(step("precision plans", [PY, "trt/inspect_engine.py", "--compare", *onnx.values(), "--output-json", plans],
-                      list(onnx.values()), [plans], note=build_reason or ""))
+    steps.append(step("precision plans", [PY, "trt/inspect_engine.py", "--compare", *made, "--output-json", plans],
+                      made, [plans], note=build_reason or ""))
     engines = {}
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in precisions:
         engines[precision] = os.path.join(weights, f"{name}_{precision}.engine")
         steps.append(step(f"build engine {precision}", [PY, "trt/build_engine.py", *cfg, "--onnx-file", onnx[precision],
                                                         "--trt-engine", engines[precision], "--mode", precision,
                                                         "--min-batch", "1", "--opt-batch", str(args.batch_size),
                                                         "--max-batch", str(max(256, args.batch_size))],
-                          [onnx[precision]], [engines[precision]], build_nodes, note=build_reason or ""))
-    trt_results = {p: os.path.join(acc, f"tensorrt_{p}.json") for p in ("fp32", "fp16", "int8")}
-    for precision in ("fp32", "fp16", "int8"):
+                          [onnx[precision]], [engines[precision]], build_nodes,
+                          note=build_reason or block_format_reason(precision) or ""))
+    trt_results = {p: os.path.join(acc, f"tensorrt_{p}.json") for p in precisions}
+    for precision in precisions:
         steps.append(step(f"eval tensorrt {precision}", [PY, "trt/eval_trt.py", "--eval", *cfg, "--resume",
                                                          engines[precision], "--data-path", data, *bs,
                                                          "--compare-checkpoint", ckpt, "--output-json",
                                                          trt_results[precision]],
                           [engines[precision], ckpt, val_data], [trt_results[precision]], pytorch_nodes,
-                          note=trt_reason or ""))
+                          note=trt_reason or block_format_reason(precision) or ""))
     bench = os.path.join(results, "benchmark.json")
     backends = pipeline_backends(torch.cuda.is_available(), trt_reason is None)
+    benched = [p for p in precisions if p not in BLOCK_FORMATS]  # ONNX Runtime cannot run the block formats
     bench_cmd = [PY, "trt/benchmark.py", *cfg, "--resume", ckpt, "--backends", *backends,
-                 "--precisions", "fp32", "fp16", "int8", "--batch-sizes", *map(str, args.bench_batches),
+                 "--precisions", *benched, "--batch-sizes", *map(str, args.bench_batches),
                  "--max-seconds", str(args.bench_seconds),
                  "--output-json", bench, "--output-md", os.path.join(results, "benchmark.md")]
-    bench_inputs = [ckpt, *onnx.values()]
-    for precision in ("fp32", "fp16", "int8"):
+    bench_inputs = [ckpt] + [onnx[p] for p in benched]
+    for precision in benched:
         bench_cmd += ["--onnx", f"{precision}={onnx[precision]}"]
         if trt_reason is None:
             bench_cmd += ["--engine", f"{precision}={engines[precision]}"]
             bench_inputs.append(engines[precision])
     steps.append(step("benchmark", bench_cmd, bench_inputs, [bench], export_nodes))
-    accuracy = [os.path.join(acc, f) for f in ("pytorch_fp32.json", "onnxrt_fp32.json", "onnxrt_fp16.json",
-                                               "onnxrt_int8.json")] + list(trt_results.values())
+    accuracy = [os.path.join(acc, "pytorch_fp32.json")] + [os.path.join(acc, f"onnxrt_{p}.json") for p in precisions]
+    accuracy += list(trt_results.values())
     steps.append(step("report", [PY, "report.py", "--results", results, "--title", f"{name} deployment report",
                                  "--cfg", cfg_file, "--checkpoint", ckpt],
-                      accuracy + [quant_metrics, sensitivity, plans, bench, ckpt],
+                      accuracy + list(quant_metrics.values()) + [sensitivity, plans, bench, ckpt],
                       [os.path.join(results, "report.md"), os.path.join(results, "accuracy_vs_speed.png")]))
     return steps
 

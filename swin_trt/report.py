@@ -19,7 +19,7 @@ from swin_trt.tables import format_table
 BACKEND_ORDER = ["pytorch", "fakequant", "onnxrt", "tensorrt"]
 
 
-PRECISION_ORDER = ["fp32", "amp", "fp16", "int8", "fp8"]
+PRECISION_ORDER = ["fp32", "amp", "fp16", "int8", "fp8", "mxfp8", "nvfp4"]
 
 
 STAGE_ORDER = ["ptq", "qat", "restored"]
@@ -70,7 +70,8 @@ def load_accuracy(results: str) -> List[Dict]:
         if "backend" in data:  # trt/eval_trt.py records the TensorRT module that ran the engine under this key
             data["runtime"] = data.pop("backend")
         rows.append({**data, "backend": backend, "precision": precision})
-    rows += fake_quant_rows(load_result(results, "quant_metrics.json"))
+    for path in sorted(glob.glob(os.path.join(results, "quant_metrics*.json"))):  # one per quantized format
+        rows += fake_quant_rows(load_result(results, os.path.basename(path)))
     reference = reference_acc1(rows)
     for row in rows:
         if reference is not None and "acc1" in row:

@@ -31,7 +31,7 @@ from swin_trt.quant.export import export_quantized
 from swin_trt.quant.paths import default_paths
 from swin_trt.quant.export_check import check_batches
 from swin_trt.quant.finetune import QATFineTuner
-from swin_trt.quant.placement import format_placement, placement_table
+from swin_trt.quant.placement import enabled_sites, format_placement, placement_table, site_format
 from swin_trt.quant.sensitivity import active_quantizers, sensitivity, sites_by_layer, sites_by_row
 from swin_trt.quant.quantize import check_quant_options, quantized_formats, require_cuda_for
 from swin_trt.tables import format_table
@@ -183,7 +183,10 @@ def run_flow(config: CfgNode, options: FlowOptions, device: torch.device, rank: 
         info = {"format": config.QUANT.FORMAT, "calib_method": config.QUANT.CALIB_METHOD,
                 "smooth_alpha": config.QUANT.SMOOTH_ALPHA, "keep_high_precision": list(config.QUANT.KEEP_HIGH_PRECISION),
                 "source": resolve(config.MODEL.RESUME).describe(),  # where the weights came from
-                "calibration": calibration_settings(config)}  # what the sensitivity sweep checks before reusing it
+                "calibration": calibration_settings(config),  # what the sensitivity sweep checks before reusing it
+                # the format each placement row took (the block formats leave the non-GEMM rows in FP8)
+                "placement": {site.name: site_format(site, config.QUANT.FORMAT) for site in
+                              enabled_sites(config.QUANT.DISABLED, placement_table(config.MODEL.TYPE))}}
         if formats is not None:
             info["module_formats"] = formats
         start_epoch, trainer_state = 0, None
