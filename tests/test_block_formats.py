@@ -25,7 +25,7 @@ from swin_trt.quant.block_check import (check_against_model, check_block_structu
                                         nvfp4_dynamic)
 from swin_trt.quant.block_formats import MIN_CC_KEY, block_linears, quant_record
 
-from conftest import MICRO_CFG, REPO, build_with_trt_rtx, command, run_cmd
+from conftest import MICRO_CFG, REPO, build_with_trt_rtx, command
 
 MICRO_V2_CFG = str(REPO / "configs" / "swinv2_micro_digits.yaml")
 FIXTURES = REPO / "tests" / "fixtures" / "blackwell"
@@ -238,11 +238,11 @@ def test_quantizing_to_a_block_format_without_cuda_is_one_sentence(fmt, tmp_path
         Image.new("RGB", (32, 32)).save(data / split / "0" / "a.png")
     checkpoint = tmp_path / "micro.pth"
     torch.save({"model": build_model(get_config(MICRO_CFG)).state_dict()}, checkpoint)
-    proc = run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(checkpoint), "--data-path", str(data),
-                    "--quantize", "--format", fmt, "--output", str(tmp_path / "q")], check=False)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode == 2 and last == (
-        f"error: {fmt.upper()} is quantized on an NVIDIA GPU (ModelOpt's block quantizers run on CUDA only, and this "
+    with pytest.raises(UserError) as refused:  # swin_quant_flow.py's one sentence (run_main prints it, exit 2)
+        command("swin_quant_flow.py").main(["--cfg", MICRO_CFG, "--resume", str(checkpoint), "--data-path", str(data),
+                                            "--quantize", "--format", fmt, "--output", str(tmp_path / "q")])
+    assert str(refused.value) == (
+        f"{fmt.upper()} is quantized on an NVIDIA GPU (ModelOpt's block quantizers run on CUDA only, and this "
         "run has no CUDA GPU): run swin_quant_flow.py on one; the ONNX file it writes builds anywhere (TensorRT-RTX "
         "on a CPU, TensorRT 10.11 or later on any GPU) and runs on Blackwell.")
     assert not (tmp_path / "q").exists()

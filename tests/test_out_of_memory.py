@@ -203,20 +203,19 @@ def test_benchmark_keeps_the_measured_cells_and_shows_the_rest_as_one_not_run_ce
 
 @pytest.mark.parametrize("where", ["first call", "loading"])
 def test_benchmark_keeps_its_cells_when_torch_compile_wraps_the_out_of_memory(monkeypatch, capsys, tmp_path, where):
-    # torch.compile hands an allocation that fails while it compiles or autotunes back as InductorError
+    # torch.compile hands an allocation that fails while it compiles or autotunes back as InductorError; the stand-in
+    # raises that where compile would (its first call at the large batch, or while the row loads) and otherwise runs
+    # the model as it is (what compile computes: nothing here depends on the speed)
     from torch._inductor.exc import InductorError
-
-    real_compile = torch.compile
 
     def compile_that_runs_out(model, **kwargs):
         if where == "loading":
             raise InductorError(torch.OutOfMemoryError(TORCH_MESSAGE), None)
-        compiled = real_compile(model, backend="eager")
 
         def run(images):
             if images.shape[0] >= 262144:
                 raise InductorError(torch.OutOfMemoryError(TORCH_MESSAGE), None)
-            return compiled(images)
+            return model(images)
         return run
 
     randn = torch.randn
