@@ -19,14 +19,14 @@ PETS = ["tabby cat", "golden retriever", "sports car", "tulip", "lighthouse"]
 
 @pytest.fixture(scope="module")
 def folder_pipeline(tmp_path_factory) -> dict:
-    """pipeline.py --resume <transformers folder> --data-path DATA, no --cfg: a fine-tuned 5-class Swin-T-shaped
-    model (transformers' SwinForImageClassification with Swin-T's widths, depths and heads, on 128-px images with
-    4-token windows) and an image folder named by its classes, in the order of neither."""
+    """pipeline.py --resume <transformers folder> --data-path DATA, no --cfg: a fine-tuned 5-class model
+    (transformers' SwinForImageClassification with Swin's four stages, narrower and shallower than Swin-T, on 128-px
+    images with 4-token windows) and an image folder named by its classes, in the order of neither."""
     from benchmarks.hub_folders import jpegs, transformers_folder
 
     root = tmp_path_factory.mktemp("hf_pipeline")
-    folder = transformers_folder(root / "swin-t-pets", "swin", names=PETS, image_size=128, embed_dim=96,
-                                 depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=4)
+    folder = transformers_folder(root / "swin-t-pets", "swin", names=PETS, image_size=128, embed_dim=32,
+                                 depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=4)
     files = jpegs(15, seed=7)
     for i, data in enumerate(files):
         split = "val" if i % 3 == 0 else "train"
