@@ -9,7 +9,6 @@ accuracy, needs CUDA: benchmarks/blackwell_formats.py runs those on a GPU.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -21,9 +20,10 @@ from swin_trt.config import get_config
 from swin_trt.errors import UserError
 from swin_trt.models import build_model
 from swin_trt.onnx_tools.verify import ExportCheckError
-from swin_trt.quant.block_check import (check_against_model, check_block_structure, check_numbers, mxfp8_dynamic,
-                                        nvfp4_dynamic)
+from swin_trt.quant.block_check import (check_against_model, check_block_structure, check_numbers,
+                                        emulated_references)
 from swin_trt.quant.block_formats import MIN_CC_KEY, block_linears, quant_record
+from swin_trt.quant.export import export_quantized
 
 from conftest import MICRO_CFG, REPO, build_with_trt_rtx, command
 
@@ -32,24 +32,11 @@ FIXTURES = REPO / "tests" / "fixtures" / "blackwell"
 CFGS = {"v1": MICRO_CFG, "v2": MICRO_V2_CFG}
 
 
-def block_graph(model, config, path: Path) -> onnx.ModelProto:
-    """The export's steps without its GPU check: FP16 graph with the block quantizers off, then their nodes."""
-    from swin_trt.onnx_tools.fp16 import convert_to_fp16
-    from swin_trt.quant.block_formats import insert_block_nodes, write_quant_record
-    from swin_trt.quant.export import qdq_graph
-
-    linears = block_linears(model)
-    graph = convert_to_fp16(qdq_graph(model, str(path), config, config.QUANT.FORMAT, dynamic_batch=True),
-                            list(config.ONNX.FP16_KEEP_FP32_OPS))
-    graph = write_quant_record(insert_block_nodes(graph, linears), linears)
-    onnx.save(graph, str(path))
-    return graph
-
-
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory) -> dict:
-    """Micro V1 and V2 (random weights spread off their initial values), calibrated on the CPU in MXFP8 and NVFP4,
-    with their graphs and, for each block Linear, a sample of its input activations."""
+    """Micro V1 and V2 (random weights spread off their initial values), calibrated on the CPU in MXFP8 and NVFP4 and
+    exported by swin_quant_flow's export (checked against ModelOpt's numerics emulated on the CPU), with those
+    references."""
     from swin_trt.quant.calibrate import calibrate
 
     out = tmp_path_factory.mktemp("blocks")
@@ -63,45 +50,13 @@ def graphs(tmp_path_factory) -> dict:
                 for p in model.parameters():
                     p.add_(0.05 * torch.randn_like(p))
             images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-            calibrate(model, [(images, torch.zeros(16, dtype=torch.long))], config, torch.device("cpu"))
-            inputs = captured_inputs(model, images)
-            graph = block_graph(model, config, out / f"{name}_{fmt}.onnx")
-            made[(name, fmt)] = {"model": model, "graph": graph, "path": out / f"{name}_{fmt}.onnx", "inputs": inputs}
+            batches = [(images, torch.zeros(16, dtype=torch.long))]
+            calibrate(model, batches, config, torch.device("cpu"))
+            path = out / f"{name}_{fmt}.onnx"
+            report = export_quantized(model, str(path), config, fmt, batches, dynamic_batch=True)
+            made[(name, fmt)] = {"model": model, "graph": onnx.load(path), "path": path, "report": report,
+                                 "references": emulated_references(model, batches)}
     return made
-
-
-def captured_inputs(model, images) -> dict:
-    """Each block Linear's input on ``images`` (its block quantizers off: they need CUDA), 64 rows."""
-    from swin_trt.quant.block_formats import block_quantizers_off
-
-    captured = {}
-
-    def keep(name: str):
-        def hook(module, args) -> None:
-            captured.setdefault(name, args[0].reshape(-1, args[0].shape[-1])[:64].numpy())
-        return hook
-
-    with block_quantizers_off(model) as linears, torch.no_grad():
-        hooks = [m.register_forward_pre_hook(keep(n)) for n, (_, m) in linears.items()]
-        model(images)
-        for hook in hooks:
-            hook.remove()
-    return captured
-
-
-def emulated_references(item) -> dict:
-    """What the fake quantizers compute, emulated here: NVFP4 with the calibrated per-tensor scale, MXFP8."""
-    refs = {}
-    for name, (fmt, module) in block_linears(item["model"]).items():
-        weight = module.weight.detach().float().numpy()
-        x = item["inputs"][name]
-        if fmt == "nvfp4":
-            w_scale = float(module.weight_quantizer.amax) / 6.0 / 448.0
-            x_scale = float(module.input_quantizer.amax) / 6.0 / 448.0
-            refs[name] = {"weight": nvfp4_dynamic(weight, w_scale), "inputs": x, "outputs": nvfp4_dynamic(x, x_scale)}
-        else:
-            refs[name] = {"weight": mxfp8_dynamic(weight), "inputs": x, "outputs": mxfp8_dynamic(x)}
-    return refs
 
 
 @pytest.mark.parametrize("name", ["v1", "v2"])
@@ -112,6 +67,8 @@ def test_the_graph_holds_the_format_where_tensorrt_takes_it_and_fp8_elsewhere(gr
     linears = block_linears(item["model"])
     check_against_model(item["graph"], linears, fmt)
     assert counts[f"{fmt}_inputs"] == counts[f"{fmt}_weights"] == len(linears)
+    numbers = item["report"]["checks"]["numbers"]  # the export checked them against the emulation (no CUDA here)
+    assert numbers["linears"] == len(linears) and numbers["reference"] == "ModelOpt's numerics emulated on the CPU"
     quantized = {n: m.in_features for n, m in item["model"].named_modules() if isinstance(m, torch.nn.Linear)
                  and getattr(m, "weight_quantizer", None) is not None and m.weight_quantizer.is_enabled}
     blocks = 32 if fmt == "mxfp8" else 16
@@ -125,7 +82,7 @@ def test_the_graph_holds_the_format_where_tensorrt_takes_it_and_fp8_elsewhere(gr
 @pytest.mark.parametrize("fmt", ["mxfp8", "nvfp4"])
 def test_weights_and_dynamic_quantization_equal_an_independent_emulation(graphs, fmt):
     item = graphs[("v1", fmt)]
-    report = check_numbers(item["graph"], emulated_references(item), fmt)
+    report = check_numbers(item["graph"], item["references"], fmt)
     assert report["linears"] == len(block_linears(item["model"]))
     assert report["worst_weight_mismatch"] <= 1e-3 and report["worst_input_mismatch"] <= 1e-3
 
@@ -192,7 +149,7 @@ def test_a_wrong_graph_is_refused_by_the_check_and_before_the_builder(graphs, fm
 def test_weights_that_are_not_the_models_are_refused_by_the_numbers(graphs, fmt):
     item = graphs[("v1", fmt)]
     with pytest.raises(ExportCheckError, match="dequantizes to other values than the fake-quantized model's"):
-        check_numbers(_damaged(item["graph"], "weight values"), emulated_references(item), fmt)
+        check_numbers(_damaged(item["graph"], "weight values"), item["references"], fmt)
 
 
 def test_tensorrt_rtx_builds_both_formats_and_the_plan_counts_them(graphs, trt_rtx_backend):

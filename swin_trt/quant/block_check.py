@@ -12,7 +12,9 @@ the CPU.
    E4M3 times 2^(e - 127) for MXFP8, computed here with ml_dtypes), equals the fake-quantized model's weight; and on
    real calibration activations, the graph's dynamic quantization (its own block size and per-tensor scale, computed
    here as TensorRT documents it) equals the fake quantizer's output. On a GPU the model gives both references live;
-   on the CPU they come from a file of them made on the GPU (``benchmarks/blackwell_formats.py``).
+   without CUDA (whose absence stops ModelOpt's block fake quantization, not its calibration) they are ModelOpt's
+   numerics emulated here on the model's FP32 weights and calibrated ranges (:func:`emulated_references`), and the
+   tests also read a file of the live references made on the GPU (``benchmarks/blackwell_formats.py``).
 
 A mismatch is one sentence naming the Linear and what differs (:class:`onnx_tools.verify.ExportCheckError`).
 """
@@ -272,13 +274,13 @@ def check_numbers(model: onnx.ModelProto, references: Mapping[str, Mapping[str, 
             "worst_input_mismatch": worst["inputs"]}
 
 
-def model_references(model, images: Iterable, rows: int = 64) -> Dict[str, Dict[str, np.ndarray]]:
-    """The fake-quantized weights of every block Linear and, on the first batch of ``images``, up to ``rows`` of its
-    input activations with their fake quantization: what :func:`check_numbers` compares against (needs the GPU the
-    model's block quantizers run on)."""
+def _block_inputs(model, images: Iterable, rows: int, quantizers_on: bool) -> Dict[str, Any]:
+    """Up to ``rows`` input activations of every block Linear on the first batch of ``images``."""
+    import contextlib
+
     import torch
 
-    from swin_trt.quant.block_formats import block_linears
+    from swin_trt.quant.block_formats import block_linears, block_quantizers_off
 
     linears = block_linears(model)
     device = next(model.parameters()).device
@@ -291,18 +293,50 @@ def model_references(model, images: Iterable, rows: int = 64) -> Dict[str, Dict[
 
     hooks = [module.register_forward_pre_hook(keep(name)) for name, (_, module) in linears.items()]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), (contextlib.nullcontext() if quantizers_on else block_quantizers_off(model)):
             batch = next(iter(images))[0].to(device)
             model.eval()(batch)
     finally:
         for hook in hooks:
             hook.remove()
+    return captured
+
+
+def model_references(model, images: Iterable, rows: int = 64) -> Dict[str, Dict[str, np.ndarray]]:
+    """The fake-quantized weights of every block Linear and, on the first batch of ``images``, up to ``rows`` of its
+    input activations with their fake quantization: what :func:`check_numbers` compares against (needs the GPU the
+    model's block quantizers run on)."""
+    import torch
+
+    from swin_trt.quant.block_formats import block_linears
+
+    linears = block_linears(model)
+    captured = _block_inputs(model, images, rows, quantizers_on=True)
     out = {}
     with torch.no_grad():
         for name, (_, module) in linears.items():
             x = captured[name].float()
             out[name] = {"weight": module.weight_quantizer(module.weight.float()).cpu().numpy(),
                          "inputs": x.cpu().numpy(), "outputs": module.input_quantizer(x).cpu().numpy()}
+    return out
+
+
+def emulated_references(model, images: Iterable, rows: int = 64) -> Dict[str, Dict[str, np.ndarray]]:
+    """:func:`model_references` without CUDA: ModelOpt's numerics emulated here (:func:`nvfp4_dynamic` with the
+    quantizer's calibrated per-tensor scale, :func:`mxfp8_dynamic`) on each block Linear's FP32 weight and on its
+    input activations (the block quantizers off while they are captured: they run on CUDA only)."""
+    from swin_trt.quant.block_formats import FP4_MAX, FP8_MAX, block_linears
+
+    captured = _block_inputs(model, images, rows, quantizers_on=False)
+    out = {}
+    for name, (fmt, module) in block_linears(model).items():
+        weight, x = module.weight.detach().float().cpu().numpy(), captured[name].float().cpu().numpy()
+        if fmt == "nvfp4":
+            w_scale = float(module.weight_quantizer.amax) / FP4_MAX / FP8_MAX
+            x_scale = float(module.input_quantizer.amax) / FP4_MAX / FP8_MAX
+            out[name] = {"weight": nvfp4_dynamic(weight, w_scale), "inputs": x, "outputs": nvfp4_dynamic(x, x_scale)}
+        else:
+            out[name] = {"weight": mxfp8_dynamic(weight), "inputs": x, "outputs": mxfp8_dynamic(x)}
     return out
 
 
@@ -341,9 +375,12 @@ def verify_block_graph(path: str, model, linears: Mapping[str, Tuple[str, Any]],
     skip = {f"{name}.{part}_quantizer" for name in linears for part in ("input", "weight")}
     structure.update(check_structure(graph, model, label, skip=skip))
     if torch.cuda.is_available():
-        model.cuda()
-    numbers = check_numbers(graph, model_references(model, check_images), label)
-    _LOG.info("%s: %d block-quantized GEMMs, their weights and calibration activations equal the fake-quantized "
-              "model's (worst mismatch: weights %.4f%%, inputs %.4f%%)", label, numbers["linears"],
+        numbers = check_numbers(graph, model_references(model.cuda(), check_images), label)
+        numbers["reference"] = "the fake-quantized model (CUDA)"
+    else:
+        numbers = check_numbers(graph, emulated_references(model, check_images), label)
+        numbers["reference"] = "ModelOpt's numerics emulated on the CPU"
+    _LOG.info("%s: %d block-quantized GEMMs, their weights and calibration activations equal %s (worst mismatch: "
+              "weights %.4f%%, inputs %.4f%%)", label, numbers["linears"], numbers["reference"],
               100 * numbers["worst_weight_mismatch"], 100 * numbers["worst_input_mismatch"])
     return {"structure": structure, "numbers": numbers}
