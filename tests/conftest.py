@@ -30,8 +30,21 @@ SLOW_FIXTURES = {"trained_micro", "micro_onnx", "micro_int8_onnx", "micro_engine
                  "tiny_int8_onnx", "resumed_pipeline", "micro_fixed_batch"}
 
 
+# the order the test files are handed to pytest-xdist's workers (--dist loadfile): the one that builds the shared micro
+# chain (digits, trained model, its exports, INT8 graph and engines: about 100 s that other files wait for) first, the
+# longest files that need none of it next, so that no worker waits on the lock; then the rest, longest first (their
+# seconds from the last measured run, docs/RESULTS.md); files not named here follow in their own order
+FIRST_FILES = ("test_trt_eval.py", "test_pipeline_from_folder.py", "test_out_of_memory.py", "test_logs.py",
+               "test_quant.py", "test_pipeline.py", "test_swinv2_workflow.py", "test_models_v2.py", "test_export.py",
+               "test_original_commands.py", "test_trt_build.py", "test_quant_recipes.py", "test_export_check.py",
+               "test_models.py", "test_serving.py", "test_main.py")
+
+
 def pytest_configure(config) -> None:
-    """Under pytest-xdist, each worker (and every command it runs) takes its share of the cores, not all of them."""
+    """Under pytest-xdist, each worker (and every command it runs) takes its share of the cores, not all of them; the
+    files are scheduled in :data:`FIRST_FILES`' order (xdist would otherwise sort them by their number of tests)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         threads = str(max(1, (os.cpu_count() or 1) // workers))
@@ -42,7 +55,10 @@ def pytest_configure(config) -> None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark ``slow`` every test that uses a slow fixture (``pytest -m "not slow"`` is the fast tier)."""
+    """Mark ``slow`` every test that uses a slow fixture (``pytest -m "not slow"`` is the fast tier); order the files
+    as :data:`FIRST_FILES` says (a stable sort: each file's tests keep their order)."""
+    rank = {name: i for i, name in enumerate(FIRST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
@@ -81,6 +97,25 @@ def command(path: str):
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def run_in_process(args) -> subprocess.CompletedProcess:
+    """``[script, *argv]`` run as ``python script argv`` would run it, in this process: ``main(argv)`` under
+    :func:`swin_trt.errors.run_main` (a UserError's sentence on stderr, exit code 2), stdout and stderr captured. It
+    saves the interpreter's start and imports (seconds a command); anything else raised propagates, failing the test
+    as a traceback on the child's stderr would."""
+    import io
+
+    from swin_trt.errors import run_main
+
+    script, *argv = [str(a) for a in args]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_main(lambda: command(script).main(argv))
+        except SystemExit as exit_:
+            code = exit_.code or 0
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def run_cmd(args, check: bool = True, timeout: int = 900, env: dict | None = None,

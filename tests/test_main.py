@@ -12,7 +12,7 @@ import torch
 
 from swin_trt.errors import UserError
 
-from conftest import MICRO_CFG, REPO, run_cmd
+from conftest import MICRO_CFG, REPO, run_cmd, run_in_process
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -86,7 +86,7 @@ def test_user_mistakes_end_with_one_sentence(tmp_path, digits_dir):
         (["--cfg", MICRO_CFG, "--eval"], "--data-path"),
     ]
     for args, phrase in cases:
-        proc = run_cmd(["main.py", *args, "--output", str(tmp_path)], check=False)
+        proc = run_in_process(["main.py", *args, "--output", str(tmp_path)])
         assert proc.returncode == 2, (args, proc.stderr[-1000:])
         assert phrase in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr[-1000:])
 

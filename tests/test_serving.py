@@ -22,7 +22,7 @@ from swin_trt.serving.python_backend.image_preprocessing import preprocess_image
 from swin_trt.serving.server import LocalTritonServer, free_port
 from swin_trt.trt.metadata import metadata_path
 
-from conftest import MICRO_CFG, TINY_CFG, command, run_cmd
+from conftest import MICRO_CFG, TINY_CFG, command, run_cmd, run_in_process
 from test_user_errors import one_sentence
 
 NAME = "swin_micro_digits"
@@ -59,8 +59,8 @@ def test_undecodable_bytes_are_a_value_error_with_the_reason():
 
 def test_no_server_at_the_url_is_one_sentence_over_both_protocols(digits_dir):
     url = f"127.0.0.1:{free_port()}"
-    proc = run_cmd(["trt/eval_triton.py", "--url", url, "--model", NAME, "--data-path", str(digits_dir),
-                    "--timeout", "10"], check=False)
+    proc = run_in_process(["trt/eval_triton.py", "--url", url, "--model", NAME, "--data-path", str(digits_dir),
+                           "--timeout", "10"])
     one_sentence(proc, f"no Triton server answers at {url} over http")
     with pytest.raises(UserError, match=f"no Triton server answers at {url} over grpc"):
         ServedClassifier(url, "grpc", NAME, timeout=10)
@@ -71,9 +71,9 @@ def test_url_with_a_scheme_is_one_sentence():
         ServedClassifier("http://127.0.0.1:8000", "http", NAME)
 
 
-def test_missing_server_environment_says_how_to_make_it(tmp_path):
-    proc = run_cmd(["trt/serve_triton.py", "--model-repository", str(tmp_path), "--seconds", "1"], check=False,
-                   env={"TRITON_SERVER_ENV": str(tmp_path / "nowhere")})
+def test_missing_server_environment_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_SERVER_ENV", str(tmp_path / "nowhere"))
+    proc = run_in_process(["trt/serve_triton.py", "--model-repository", str(tmp_path), "--seconds", "1"])
     last = one_sentence(proc, f"no Triton server environment at {tmp_path / 'nowhere'}")
     assert "pip install -r requirements-triton.txt" in last
 
@@ -146,8 +146,8 @@ def test_onnx_models_preprocessing_and_ensembles_are_wired_to_each_other(reposit
 def test_engine_without_sidecar_is_one_sentence(micro_engines, tmp_path):
     engine = tmp_path / "lonely.engine"
     shutil.copy(micro_engines["fp32"], engine)
-    proc = run_cmd(["trt/triton_repository.py", "--onnx-file", str(micro_engines["onnx"]["fp32"]), "--trt-engine",
-                    str(engine), "--output", str(tmp_path / "repo")], check=False)
+    proc = run_in_process(["trt/triton_repository.py", "--onnx-file", str(micro_engines["onnx"]["fp32"]),
+                           "--trt-engine", str(engine), "--output", str(tmp_path / "repo")])
     one_sentence(proc, f"engine {engine} has no lonely.engine.json beside it")
     assert not (tmp_path / "repo").exists() and not list(tmp_path.glob(".repo*"))
 
@@ -207,15 +207,15 @@ def test_engine_and_onnxruntime_models_fail_only_for_their_missing_backends(serv
 
 
 def test_model_not_ready_is_one_sentence_with_the_server_s_reason(server, micro_onnx):
-    proc = run_cmd(["trt/eval_triton.py", "--url", server.http_url, "--model", f"{NAME}_trt",
-                    "--data-path", str(micro_onnx["data"])], check=False)
+    proc = run_in_process(["trt/eval_triton.py", "--url", server.http_url, "--model", f"{NAME}_trt",
+                           "--data-path", str(micro_onnx["data"])])
     last = one_sentence(proc, f"model {NAME}_trt at {server.http_url} is not ready (UNAVAILABLE: ")
     assert MISSING_BACKEND.format("tensorrt") in last
 
 
 def test_model_whose_inputs_differ_from_its_config_does_not_load_and_says_why(server, micro_onnx):
-    proc = run_cmd(["trt/eval_triton.py", "--url", server.grpc_url, "--protocol", "grpc", "--model", "broken_python",
-                    "--data-path", str(micro_onnx["data"])], check=False)
+    proc = run_in_process(["trt/eval_triton.py", "--url", server.grpc_url, "--protocol", "grpc", "--model",
+                           "broken_python", "--data-path", str(micro_onnx["data"])])
     last = one_sentence(proc, "model broken_python at")
     assert "model.onnx has inputs {'input': [3, 32, 32]} but config.pbtxt declares {'input': [3, 64, 64]}" in last
 

@@ -15,7 +15,7 @@ from swin_trt.trt.engine_builder import BatchProfile, EngineBuilder, load_timing
 from swin_trt.trt.metadata import file_sha256, metadata_path
 from swin_trt.trt.onnx_precision import check_mode, graph_mode, graph_precision
 
-from conftest import MICRO_CFG, run_cmd
+from conftest import MICRO_CFG, run_cmd, run_in_process
 
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
 
@@ -170,8 +170,8 @@ def test_command_line_builds_and_reports_user_errors_in_one_sentence(micro_onnx,
     # TensorRT-RTX deprecates the timing cache (a no-op that needs a GPU): the option is dropped with a warning
     assert meta["timing_cache"] is None and not (tmp_path / "timing.cache").exists()
     assert "ignoring --timing-cache" in proc.stdout + proc.stderr
-    proc = run_cmd(["trt/build_engine.py", "--onnx-file", str(micro_onnx["fp32"]), "--trt-engine",
-                    str(tmp_path / "x.engine"), "--mode", "int8"], check=False)
+    proc = run_in_process(["trt/build_engine.py", "--onnx-file", str(micro_onnx["fp32"]), "--trt-engine",
+                           str(tmp_path / "x.engine"), "--mode", "int8"])
     assert proc.returncode == 2 and proc.stderr.startswith("error: --mode int8 needs") and "Traceback" not in proc.stderr
 
 

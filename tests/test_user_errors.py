@@ -10,7 +10,7 @@ from PIL import Image
 
 from swin_trt.errors import UserError
 
-from conftest import MICRO_CFG, command, run_cmd
+from conftest import MICRO_CFG, command, run_cmd, run_in_process
 
 
 def one_sentence(proc, phrase: str) -> str:
@@ -23,17 +23,15 @@ def one_sentence(proc, phrase: str) -> str:
 
 
 def test_zero_batch_size_is_one_sentence(trained_micro, tmp_path):
-    proc = run_cmd(["main.py", "--eval", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]),
-                    "--data-path", str(trained_micro["data"]), "--batch-size", "0", "--output", str(tmp_path)],
-                   check=False)
+    proc = run_in_process(["main.py", "--eval", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]),
+                           "--data-path", str(trained_micro["data"]), "--batch-size", "0", "--output", str(tmp_path)])
     one_sentence(proc, "--batch-size is 0: pass a number of at least 1.")
 
 
 def test_text_file_as_onnx_file_is_one_sentence(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("export the fp16 model tomorrow\n")
-    proc = run_cmd(["trt/build_engine.py", "--onnx-file", str(notes), "--trt-engine", str(tmp_path / "x.engine")],
-                   check=False)
+    proc = run_in_process(["trt/build_engine.py", "--onnx-file", str(notes), "--trt-engine", str(tmp_path / "x.engine")])
     one_sentence(proc, f"ONNX file {notes} is not an ONNX model (it is a text file)")
     assert not (tmp_path / "x.engine").exists()
 
@@ -67,8 +65,8 @@ def test_unreadable_image_in_a_loader_worker_is_one_sentence(digits_dir, trained
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(truncated, quality=90)
     whole = truncated.read_bytes()
     truncated.write_bytes(whole[:len(whole) // 2])
-    proc = run_cmd(["main.py", "--eval", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]),
-                    "--data-path", str(data), "--output", str(tmp_path), "--opts", "DATA.NUM_WORKERS", "2"], check=False)
+    proc = run_in_process(["main.py", "--eval", "--cfg", MICRO_CFG, "--resume", str(trained_micro["checkpoint"]),
+                           "--data-path", str(data), "--output", str(tmp_path), "--opts", "DATA.NUM_WORKERS", "2"])
     last = one_sentence(proc, f"image {truncated} cannot be read (image file is truncated")
     assert "Caught" not in proc.stderr and "worker" not in last
 
