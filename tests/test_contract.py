@@ -11,7 +11,7 @@ from swin_trt.contract import Preprocessing, read_onnx_contract, resolve_config
 from swin_trt.data.transforms import EVAL_CROP_PCT, eval_resize_size
 from swin_trt.errors import UserError
 
-from conftest import MICRO_CFG, TINY_CFG, command, run_cmd
+from conftest import MICRO_CFG, TINY_CFG, command, run_in_process
 
 
 def test_contract_of_a_config_round_trips_through_onnx_metadata(tmp_path):
@@ -68,11 +68,11 @@ def test_int8_graph_carries_the_contract(micro_int8_onnx):
 def test_eval_onnxrt_takes_the_files_contract_without_cfg(micro_onnx, tmp_path):
     with_cfg, without = tmp_path / "cfg.json", tmp_path / "own.json"
     common = ["--resume", str(micro_onnx["fp32"]), "--data-path", str(micro_onnx["data"])]
-    run_cmd(["trt/eval_onnxrt.py", "--cfg", MICRO_CFG, *common, "--output-json", str(with_cfg)])
-    run_cmd(["trt/eval_onnxrt.py", *common, "--output-json", str(without)])
+    for args in (["--cfg", MICRO_CFG, *common, "--output-json", str(with_cfg)], [*common, "--output-json", str(without)]):
+        assert run_in_process(["trt/eval_onnxrt.py", *args]).returncode == 0
     assert json.loads(with_cfg.read_text())["acc1"] == json.loads(without.read_text())["acc1"]
-    proc = run_cmd(["trt/eval_onnxrt.py", "--cfg", MICRO_CFG, "--opts", "DATA.MEAN", "[0.485, 0.456, 0.406]", *common],
-                   check=False)
+    proc = run_in_process(["trt/eval_onnxrt.py", "--cfg", MICRO_CFG, "--opts", "DATA.MEAN", "[0.485, 0.456, 0.406]",
+                           *common])
     assert proc.returncode == 2 and "was made for other images than config" in proc.stderr and "mean" in proc.stderr
 
 

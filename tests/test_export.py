@@ -14,7 +14,7 @@ from swin_trt.onnx_tools.fp16 import convert_to_fp16
 from swin_trt.onnx_tools.graph import SHAPE_OPS
 from swin_trt.onnx_tools.verify import TOLERANCE, ExportCheckError
 
-from conftest import MICRO_CFG, build_with_trt_rtx, command, run_cmd
+from conftest import MICRO_CFG, build_with_trt_rtx, command, run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +129,8 @@ def test_exported_graph_builds_with_tensorrt_rtx(model_name, precision, request)
 
 
 def test_missing_checkpoint_ends_with_one_sentence(tmp_path):
-    proc = run_cmd(["export.py", "--cfg", MICRO_CFG, "--resume", str(tmp_path / "none.pth"),
-                    "--output", str(tmp_path / "x.onnx")], check=False)
+    proc = run_in_process(["export.py", "--cfg", MICRO_CFG, "--resume", str(tmp_path / "none.pth"),
+                    "--output", str(tmp_path / "x.onnx")])
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: weights file or folder {tmp_path / 'none.pth'} does not exist: pass "
                                                 "a .pth or .safetensors file, a timm or transformers model folder, or "
@@ -175,6 +175,6 @@ def test_swin_mlp_runs_exports_and_matches_pytorch(precision, tmp_path):
 
 
 def test_swin_mlp_is_not_quantized_and_says_why(trained_micro, tmp_path):
-    proc = run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--opts", *MICRO_MLP, "--resume",
-                    str(trained_micro["checkpoint"]), "--quantize", "--data-path", str(trained_micro["data"])], check=False)
+    proc = run_in_process(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--opts", *MICRO_MLP, "--resume",
+                           str(trained_micro["checkpoint"]), "--quantize", "--data-path", str(trained_micro["data"])])
     assert proc.returncode == 2 and "MODEL.TYPE swin_mlp is not quantized here" in proc.stderr

@@ -14,7 +14,7 @@ from swin_trt.errors import UserError
 from swin_trt.trt.engine_inspector import parse_inspector_json, summarize
 from swin_trt.trt.network_plan import precision_plan
 
-from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd
+from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd, run_in_process
 
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX wheels (tensorrt-rtx-cu13-*) not installed")
 
@@ -121,9 +121,9 @@ def test_command_line_compares_graphs_and_writes_their_plans(micro_onnx, micro_i
 
 
 def test_missing_or_bad_inputs_end_with_one_sentence(tmp_path):
-    proc = run_cmd(["trt/inspect_engine.py", "--onnx-file", str(tmp_path / "none.onnx")], check=False)
+    proc = run_in_process(["trt/inspect_engine.py", "--onnx-file", str(tmp_path / "none.onnx")])
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cmd(["trt/inspect_engine.py", "--onnx-file", str(tmp_path / "none.onnx"), "--batch", "0"], check=False)
+    proc = run_in_process(["trt/inspect_engine.py", "--onnx-file", str(tmp_path / "none.onnx"), "--batch", "0"])
     assert proc.returncode == 2 and "--batch 0" in proc.stderr
 
 
@@ -246,7 +246,7 @@ def test_engine_without_detailed_profiling_is_a_user_error():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_engine_report_without_a_gpu_ends_with_one_sentence(micro_engines):
-    proc = run_cmd(["trt/inspect_engine.py", "--engine", str(micro_engines["int8"])], check=False)
+    proc = run_in_process(["trt/inspect_engine.py", "--engine", str(micro_engines["int8"])])
     assert proc.returncode == 2 and "no CUDA device is visible" in proc.stderr
 
 

@@ -27,7 +27,7 @@ from swin_trt.quant.finetune import QATFineTuner
 from swin_trt.quant.placement import PLACEMENT, enabled_sites
 from swin_trt.quant.quantize import enabled_quantizers
 
-from conftest import MICRO_CFG, TINY_CFG, build_with_trt_rtx, run_cmd, small_digits
+from conftest import MICRO_CFG, TINY_CFG, build_with_trt_rtx, run_cmd, run_in_process, small_digits
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -384,8 +384,8 @@ def test_quantize_on_a_checkpoint_of_another_model_ends_with_one_sentence(digits
     other = build_model(get_config(MICRO_CFG, ["MODEL.NUM_CLASSES", "5"]))
     ckpt = tmp_path / "other.pth"
     torch.save({"model": other.state_dict()}, ckpt)
-    proc = run_cmd(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(ckpt), "--quantize",
-                    "--data-path", str(digits_dir), "--output", str(tmp_path)], check=False)
+    proc = run_in_process(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(ckpt), "--quantize",
+                    "--data-path", str(digits_dir), "--output", str(tmp_path)])
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: checkpoint {ckpt} does not fit this model/config"), proc.stderr[-2000:]

@@ -17,7 +17,7 @@ from swin_trt.errors import UserError
 from swin_trt.trt.evaluate import check_engine_config
 from swin_trt.trt.metadata import read_metadata
 
-from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd
+from conftest import MICRO_CFG, TINY_CFG, load_engine_or_skip, run_cmd, run_in_process
 
 
 def normalise(images: torch.Tensor, config) -> torch.Tensor:
@@ -358,8 +358,8 @@ def test_tensorrt_runner_for_a_built_engine_is_made_from_polygraphys_own_loaders
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_tensorrt_comparison_without_a_gpu_ends_with_one_sentence(micro_engines):
-    proc = run_cmd(["trt/debug/compare.py", "--onnx-file", str(micro_engines["onnx"]["fp32"]), "--engine",
-                    str(micro_engines["fp32"])], check=False)
+    proc = run_in_process(["trt/debug/compare.py", "--onnx-file", str(micro_engines["onnx"]["fp32"]), "--engine",
+                           str(micro_engines["fp32"])])
     assert proc.returncode == 2 and "no CUDA device is visible" in proc.stderr
 
 
