@@ -24,7 +24,7 @@ from swin_trt.contract import Preprocessing
 from swin_trt.data import build_loader
 from swin_trt.errors import run_main
 from swin_trt.files import write_json
-from swin_trt.models.build import model_with_weights
+from swin_trt.models.build import model_with_weights, spread_weights
 from swin_trt.onnx_tools.export import export_onnx
 from swin_trt.onnx_tools.fp16_ranges import format_ranges, measure_ranges, ops_needing_fp32
 from swin_trt.onnx_tools.graph import lean_graph
@@ -40,16 +40,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-json", help="write the ranges here")
     return parser.parse_args(argv)
-
-
-def random_weights(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every parameter moved off its initial value (Swin V2 starts its post-norm weights at zero)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1 + 0.1 * noise if "norm" in name and name.endswith("weight") else p + 0.02 * noise)
-    return model
 
 
 def image_batches(args: argparse.Namespace, config) -> Iterator[np.ndarray]:
@@ -68,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     torch.manual_seed(args.seed)
     model = model_with_weights(config, args.resume, "measuring")
     if not args.resume:
-        random_weights(model, args.seed)
+        spread_weights(model, args.seed, scale=0.02)
     contract = Preprocessing.from_config(config)
     with tempfile.TemporaryDirectory() as scratch:
         graph = lean_graph(export_onnx(model, os.path.join(scratch, "fp32.onnx"), contract.input_size[1],

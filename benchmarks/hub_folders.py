@@ -13,20 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from swin_trt.models.build import spread_weights
+
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # small Swin / Swin V2 shapes (image 64, patch 4: a 16x16 grid, windows of 4, two stages), seconds to build and run
 SMALL = dict(image_size=64, patch_size=4, embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=4)
 SMALL_TIMM = dict(img_size=64, embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4)
-
-
-def spread(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Move every parameter off its initial value (seeded), so logits differ clearly between classes and images."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
-            p.copy_(1 + 0.1 * noise if "norm" in name and name.endswith("weight") else p + 0.05 * noise)
-    return model
 
 
 def transformers_folder(path: Path, family: str = "swin", num_labels: int = 1000, names: Optional[Sequence[str]] = None,
@@ -45,7 +37,7 @@ def transformers_folder(path: Path, family: str = "swin", num_labels: int = 1000
     config_class, model_class = {"swin": (SwinConfig, SwinForImageClassification),
                                  "swinv2": (Swinv2Config, Swinv2ForImageClassification)}[family]
     torch.manual_seed(seed)
-    spread(model_class(config_class(**kwargs)).eval(), seed).save_pretrained(path)
+    spread_weights(model_class(config_class(**kwargs)).eval(), seed).save_pretrained(path)
     size = kwargs["image_size"]
     if processor == "current":
         ViTImageProcessor(size={"height": size, "width": size}, resample=3, image_mean=IMAGENET_MEAN,
@@ -65,7 +57,8 @@ def timm_folder(path: Path, architecture: str, num_classes: int, label_names: Op
     import timm
 
     torch.manual_seed(seed)
-    model = spread(timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args).eval(), seed)
+    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args).eval()
+    spread_weights(model, seed)
     timm.models.save_for_hf(model, str(path), model_config={"label_names": list(label_names)} if label_names else None,
                             safe_serialization=True)
     return path

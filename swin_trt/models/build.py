@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
@@ -72,3 +73,15 @@ def model_with_weights(config: CfgNode, resume: str, what: str = "exporting") ->
     else:
         _LOG.warning("no --resume given: %s random weights", what)
     return model.eval()
+
+
+def spread_weights(model: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Module:
+    """Move every parameter of ``model`` off its initial value with seeded noise (``scale`` times a standard normal;
+    the norms' weights around 1), in place: random weights whose logits differ clearly between classes and images
+    (Swin V2 starts its post-norm weights at zero). For benchmarks and tests that have no trained checkpoint."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=generator)
+            p.copy_(1 + 0.1 * noise if "norm" in name and name.endswith("weight") else p + scale * noise)
+    return model
