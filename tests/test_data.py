@@ -129,3 +129,25 @@ def test_fast_uint8_loader_applies_the_same_bad_image_policy(digits_dir, tmp_pat
         list(build_uint8_loader(samples, 32, 4, 0))
     batches = list(build_uint8_loader(samples, 32, 4, 0, on_bad_image="skip"))
     assert [images.shape[0] for images, _ in batches] == [3]
+
+
+def test_more_workers_than_cpus_start_one_per_cpu_said_once_and_pytorch_does_not_warn(digits_dir, monkeypatch, caplog):
+    import os
+    import warnings
+
+    import swin_trt.data.workers as workers
+    from swin_trt.data.gpu_decode import build_encoded_loader
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # a 1-CPU process, as PyTorch sees it
+    monkeypatch.setattr(workers, "_SAID", set())
+    config = get_config(MICRO_CFG, ["DATA.DATA_PATH", str(digits_dir), "DATA.NUM_WORKERS", "8"])
+    with caplog.at_level("INFO", logger="swin"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch's "might get DataLoader running slow or even freeze" would fail here
+        loaders = [build_loader(config, "val", batch_size=120), build_loader(config, "train", batch_size=120)]
+        images, labels = next(iter(loaders[0]))
+    assert [loader.num_workers for loader in loaders] == [1, 1] and images.shape[0] == 120
+    said = [r.getMessage() for r in caplog.records if "data loader workers" in r.getMessage()]
+    assert said == ["8 data loader workers asked for and 1 CPU to run them: starting 1 per loader "
+                    "(DATA.NUM_WORKERS or --num-workers sets the count)"]
+    assert build_encoded_loader([], 4, 8).num_workers == 1
+    assert build_loader(get_config(MICRO_CFG, ["DATA.DATA_PATH", str(digits_dir)]), "val").num_workers == 0

@@ -15,6 +15,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
 from torch.utils.data import DataLoader, default_collate
 
+from swin_trt.data.workers import worker_processes
 from swin_trt.errors import UserError
 
 _LOG = logging.getLogger("swin")
@@ -73,10 +74,11 @@ class ImageLoader(DataLoader):
         dataset: returns ``(image, label)`` or a :class:`BadImage`.
         on_bad_image: ``fail`` or ``skip``.
         collate_fn: collates readable samples (default: PyTorch's).
-        **kwargs: as for ``DataLoader``.
+        **kwargs: as for ``DataLoader``; ``num_workers`` at most the usable CPUs (:mod:`swin_trt.data.workers`).
     """
 
     def __init__(self, dataset, on_bad_image: str = "fail", collate_fn: Optional[Callable] = None, **kwargs: Any) -> None:
+        kwargs["num_workers"] = worker_processes(kwargs.get("num_workers", 0))
         super().__init__(dataset, collate_fn=CollateSkippingBad(collate_fn or default_collate), **kwargs)
         self.on_bad_image = check_policy(on_bad_image)
 

@@ -21,6 +21,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from swin_trt.data.fast_loader import GpuPrefetcher, decode_rgb
 from swin_trt.data.resize_matrices import BatchResizer
+from swin_trt.data.workers import worker_processes
 
 
 class EncodedDataset(Dataset):
@@ -46,6 +47,7 @@ def _collate_encoded(batch: List[Tuple[torch.Tensor, int, str]]) -> Tuple[torch.
 def build_encoded_loader(samples: Sequence[Tuple[str, int]], batch_size: int, num_workers: int,
                          prefetch_factor: int = 4) -> DataLoader:
     """Ordered loader of ``(concatenated file bytes, byte lengths, labels, paths)`` for :class:`GpuDecodePrefetcher`."""
+    num_workers = worker_processes(num_workers)
     extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
     return DataLoader(EncodedDataset(samples), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       collate_fn=_collate_encoded, **extra)
