@@ -48,6 +48,9 @@ QUIET_OUTPUT = tuple(re.compile(p) for p in (
 QUIET_LOGGERS: Tuple[str, ...] = (
     "modelopt.onnx.autocast",  # AutoCast raising the opset of a Q/DQ graph to 19, duplicating shared constants
     "torch.utils.cpp_extension",  # "No CUDA runtime is found" when ModelOpt looks for its CUDA extension on a CPU
+    # "Cosine annealing scheduler will have no effect": a QAT of one step (a calibration set of one batch) runs it at
+    # the fine-tuning rate, as it should
+    "timm.scheduler.cosine_lr",
 )
 
 _ORIGINS: Dict[str, Optional[str]] = {}  # file name -> module name (None: no loaded module has that file)

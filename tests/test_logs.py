@@ -25,9 +25,10 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-def test_modelopts_tracer_warnings_go_to_the_debug_log_and_the_projects_warnings_stay_shown():
+def test_modelopts_tracer_warnings_and_timms_scheduler_note_go_to_the_debug_log_and_the_projects_warnings_stay_shown():
     from modelopt.torch.quantization.config import QuantizerAttributeConfig
     from modelopt.torch.quantization.nn import TensorQuantizer
+    from timm.scheduler import CosineLRScheduler
 
     log = logging.getLogger("swin")
     handler, level = _Records(), log.level
@@ -44,6 +45,8 @@ def test_modelopts_tracer_warnings_go_to_the_debug_log_and_the_projects_warnings
             torch.jit.trace(quantizer, torch.randn(4, 8))  # what torch.onnx.export does to the quantized model
             warnings.warn("a warning of this project's own", UserWarning)
             logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found, using CUDA_HOME='/x'")
+            optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            CosineLRScheduler(optimizer, t_initial=1, t_in_epochs=False)  # a QAT of one step: timm's logger warns
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
@@ -53,6 +56,7 @@ def test_modelopts_tracer_warnings_go_to_the_debug_log_and_the_projects_warnings
     assert not [w for w in shown if "modelopt" in w.filename], [str(w.message) for w in shown]
     assert [str(w.message) for w in shown if w.category is UserWarning] == ["a warning of this project's own"]
     assert "[torch.utils.cpp_extension] No CUDA runtime is found, using CUDA_HOME='/x'" in debug
+    assert [m for m in debug if m.startswith("[timm.scheduler.cosine_lr] Cosine annealing scheduler will have no effect")]
 
 
 # --- the console of a quantization run holds the toolkit's own lines only (issue 29) ----------------------------------
