@@ -38,7 +38,7 @@ SHAPES = {("transformers", "swin"): dict(image_size=224, embed_dim=96, depths=[2
           ("timm", "swin"): "swin_tiny_patch4_window7_224", ("timm", "swinv2"): "swinv2_tiny_window8_256"}
 
 
-def source_model(source: str, family: str, folder: Path, classes: int):
+def source_model(source: str, folder: Path):
     """The source library's own model and preprocessing for ``folder``: (model, images -> pixel tensor)."""
     if source == "transformers":
         from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -75,7 +75,7 @@ def measure(source: str, family: str, classes: int, images: int) -> Dict[str, An
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         folder = make_folder(source, family, classes, root)
-        theirs, their_pixels = source_model(source, family, folder, classes)
+        theirs, their_pixels = source_model(source, folder)
         config = weights_config(None, [], str(folder))
         ours = build_model(config)
         load_weights(ours, str(folder))

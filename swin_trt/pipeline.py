@@ -246,7 +246,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                        "--disable-amp", "--output", args.output, *bs,
                                        "--output-json", os.path.join(acc, "pytorch_fp32.json")],
                       [ckpt, val_data], [os.path.join(acc, "pytorch_fp32.json")], pytorch_nodes))
-    formats = list(getattr(args, "formats", None) or [config.QUANT.FORMAT])  # the quantized graphs to make
+    formats = list(args.formats or [config.QUANT.FORMAT])  # the quantized graphs to make
     onnx = {p: os.path.join(weights, f"{name}_{p}.onnx") for p in ["fp32", "fp16"] + formats}
     for precision in ("fp32", "fp16"):
         steps.append(step(f"export {precision}", [PY, "export.py", *cfg, "--resume", ckpt, "--dynamic-batch",
@@ -276,7 +276,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
                           note=ONNXRUNTIME_CANNOT if precision in BLOCK_FORMATS else ""))
     build_reason = tensorrt_builder_available()
     trt_reason = build_reason or tensorrt_runtime_available()
-    made = [onnx[p] for p in precisions if not (p in BLOCK_FORMATS and block_format_reason(p))]
+    made = [onnx[p] for p in precisions if not block_format_reason(p)]
     plans = os.path.join(results, "precision_plan.json")
     steps.append(step("precision plans", [PY, "trt/inspect_engine.py", "--compare", *made, "--output-json", plans],
                       made, [plans], note=build_reason or ""))
@@ -288,7 +288,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                                         "--min-batch", "1", "--opt-batch", str(args.batch_size),
                                                         "--max-batch", str(max(256, args.batch_size))],
                           [onnx[precision]], [engines[precision]], build_nodes,
-                          note=build_reason or block_format_reason(precision) or ""))
+                          note=build_reason or block_format_reason(precision)))
     trt_results = {p: os.path.join(acc, f"tensorrt_{p}.json") for p in precisions}
     for precision in precisions:
         steps.append(step(f"eval tensorrt {precision}", [PY, "trt/eval_trt.py", "--eval", *cfg, "--resume",
@@ -296,7 +296,7 @@ def plan(args: argparse.Namespace) -> List[Step]:
                                                          "--compare-checkpoint", ckpt, "--output-json",
                                                          trt_results[precision]],
                           [engines[precision], ckpt, val_data], [trt_results[precision]], pytorch_nodes,
-                          note=trt_reason or block_format_reason(precision) or ""))
+                          note=trt_reason or block_format_reason(precision)))
     bench = os.path.join(results, "benchmark.json")
     backends = pipeline_backends(torch.cuda.is_available(), trt_reason is None)
     benched = [p for p in precisions if p not in BLOCK_FORMATS]  # ONNX Runtime cannot run the block formats

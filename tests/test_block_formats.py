@@ -19,6 +19,7 @@ from onnx import TensorProto
 from swin_trt.config import get_config
 from swin_trt.errors import UserError
 from swin_trt.models import build_model
+from swin_trt.models.build import spread_weights
 from swin_trt.onnx_tools.verify import ExportCheckError
 from swin_trt.quant.block_check import (check_against_model, check_block_structure, check_numbers,
                                         emulated_references)
@@ -45,10 +46,7 @@ def graphs(tmp_path_factory) -> dict:
         for fmt in ("mxfp8", "nvfp4"):
             config = get_config(cfg, ["QUANT.FORMAT", fmt])
             torch.manual_seed(0)
-            model = build_model(config).eval()
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.add_(0.05 * torch.randn_like(p))
+            model = spread_weights(build_model(config).eval())
             images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
             batches = [(images, torch.zeros(16, dtype=torch.long))]
             calibrate(model, batches, config, torch.device("cpu"))

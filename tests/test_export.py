@@ -130,7 +130,7 @@ def test_exported_graph_builds_with_tensorrt_rtx(model_name, precision, request)
 
 def test_missing_checkpoint_ends_with_one_sentence(tmp_path):
     proc = run_in_process(["export.py", "--cfg", MICRO_CFG, "--resume", str(tmp_path / "none.pth"),
-                    "--output", str(tmp_path / "x.onnx")])
+                           "--output", str(tmp_path / "x.onnx")])
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: weights file or folder {tmp_path / 'none.pth'} does not exist: pass "
                                                 "a .pth or .safetensors file, a timm or transformers model folder, or "

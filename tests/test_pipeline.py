@@ -158,7 +158,7 @@ def test_benchmark_lists_the_engines_and_the_report_the_tensorrt_results(monkeyp
     monkeypatch.setattr(pipeline, "tensorrt_runtime_available", lambda: None)  # as on a GPU with TensorRT
     args = argparse.Namespace(cfg=MICRO_CFG, resume=str(tmp_path / "model.pth"), data_path=str(tmp_path / "data"),
                               batch_size=64, bench_batches=[1], bench_seconds=1.0, output=str(tmp_path / "output"),
-                              weights=str(tmp_path / "weights"), results=str(tmp_path / "results"))
+                              weights=str(tmp_path / "weights"), results=str(tmp_path / "results"), formats=None)
     steps = {step.name: step for step in pipeline.plan(args)}
     engines = [os.path.join(args.weights, f"swin_micro_digits_{p}.engine") for p in ("fp32", "fp16", "int8")]
     assert set(engines) <= set(steps["benchmark"].inputs)
@@ -175,7 +175,7 @@ def test_benchmark_step_measures_torch_compile_on_a_gpu_and_the_report_records_i
     monkeypatch.setattr(pipeline, "tensorrt_runtime_available", lambda: "not run: no TensorRT runtime")
     args = argparse.Namespace(cfg=MICRO_CFG, resume=str(tmp_path / "model.pth"), data_path=str(tmp_path / "data"),
                               batch_size=64, bench_batches=[1], bench_seconds=1.0, output=str(tmp_path / "output"),
-                              weights=str(tmp_path / "weights"), results=str(tmp_path / "results"))
+                              weights=str(tmp_path / "weights"), results=str(tmp_path / "results"), formats=None)
     steps = {step.name: step for step in pipeline.plan(args)}
     command = steps["benchmark"].command
     backends = command[command.index("--backends") + 1:command.index("--precisions")]

@@ -385,7 +385,7 @@ def test_quantize_on_a_checkpoint_of_another_model_ends_with_one_sentence(digits
     ckpt = tmp_path / "other.pth"
     torch.save({"model": other.state_dict()}, ckpt)
     proc = run_in_process(["swin_quant_flow.py", "--cfg", MICRO_CFG, "--resume", str(ckpt), "--quantize",
-                    "--data-path", str(digits_dir), "--output", str(tmp_path)])
+                           "--data-path", str(digits_dir), "--output", str(tmp_path)])
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: checkpoint {ckpt} does not fit this model/config"), proc.stderr[-2000:]

@@ -20,6 +20,7 @@ A mismatch is one sentence naming the Linear and what differs (:class:`onnx_tool
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -274,15 +275,14 @@ def check_numbers(model: onnx.ModelProto, references: Mapping[str, Mapping[str, 
             "worst_input_mismatch": worst["inputs"]}
 
 
-def _block_inputs(model, images: Iterable, rows: int, quantizers_on: bool) -> Dict[str, Any]:
-    """Up to ``rows`` input activations of every block Linear on the first batch of ``images``."""
-    import contextlib
-
+def _block_inputs(model, linears: Mapping[str, Tuple[str, Any]], images: Iterable, rows: int,
+                  quantizers_on: bool) -> Dict[str, Any]:
+    """Up to ``rows`` input activations of each of ``linears`` (the model's block Linears) on the first batch of
+    ``images``."""
     import torch
 
-    from swin_trt.quant.block_formats import block_linears, block_quantizers_off
+    from swin_trt.quant.block_formats import block_quantizers_off
 
-    linears = block_linears(model)
     device = next(model.parameters()).device
     captured: Dict[str, Any] = {}
 
@@ -311,7 +311,7 @@ def model_references(model, images: Iterable, rows: int = 64) -> Dict[str, Dict[
     from swin_trt.quant.block_formats import block_linears
 
     linears = block_linears(model)
-    captured = _block_inputs(model, images, rows, quantizers_on=True)
+    captured = _block_inputs(model, linears, images, rows, quantizers_on=True)
     out = {}
     with torch.no_grad():
         for name, (_, module) in linears.items():
@@ -327,9 +327,10 @@ def emulated_references(model, images: Iterable, rows: int = 64) -> Dict[str, Di
     input activations (the block quantizers off while they are captured: they run on CUDA only)."""
     from swin_trt.quant.block_formats import FP4_MAX, FP8_MAX, block_linears
 
-    captured = _block_inputs(model, images, rows, quantizers_on=False)
+    linears = block_linears(model)
+    captured = _block_inputs(model, linears, images, rows, quantizers_on=False)
     out = {}
-    for name, (fmt, module) in block_linears(model).items():
+    for name, (fmt, module) in linears.items():
         weight, x = module.weight.detach().float().cpu().numpy(), captured[name].float().cpu().numpy()
         if fmt == "nvfp4":
             w_scale = float(module.weight_quantizer.amax) / FP4_MAX / FP8_MAX
